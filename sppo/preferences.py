@@ -1,0 +1,50 @@
+"""From a judge's preference matrix to an SPPO training pair (design.md, "The SPPO math").
+
+For K responses with P[i, j] = P(y_i > y_j | x):
+  win rate w_i = P(y_i > pi_t | x) = mean_j P[i, j]  (the diagonal 1/2 included, as in the reference)
+  winner = argmax of the judge's scores, loser = argmin, ties broken by position
+  chosen_probs = P[w, l], chosen_probs_win = w_w, chosen_probs_lose = w_l
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    winner: int
+    loser: int
+    chosen_probs: float
+    chosen_probs_win: float
+    chosen_probs_lose: float
+
+
+def win_rates(matrix: np.ndarray) -> np.ndarray:
+    return np.asarray(matrix, dtype=np.float64).mean(axis=1)
+
+
+def check_preference_matrix(matrix: np.ndarray, where: str = "judge", atol: float = 1e-6) -> None:
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        raise ValueError(f"{where}: preference matrix must be K x K, got shape {m.shape}")
+    if not np.allclose(m + m.T, 1.0, atol=atol) or not np.allclose(np.diag(m), 0.5, atol=atol):
+        raise ValueError(f"{where}: preference matrix must satisfy P + P^T = 1 with 1/2 on the diagonal")
+
+
+def select_pair(scores: np.ndarray, matrix: np.ndarray) -> PreferencePair:
+    """Best and worst response. When all scores tie, the first is the winner and the last the loser,
+    so the pair still holds two different responses (its probabilities are then 1/2)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    winner = int(np.argmax(scores))
+    loser = int(len(scores) - 1 - np.argmin(scores[::-1]))
+    rates = win_rates(matrix)
+    return PreferencePair(
+        winner=winner,
+        loser=loser,
+        chosen_probs=float(matrix[winner][loser]),
+        chosen_probs_win=float(rates[winner]),
+        chosen_probs_lose=float(rates[loser]),
+    )

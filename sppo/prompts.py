@@ -1,0 +1,115 @@
+"""Prompt records, prompt files, and the per-iteration / held-out splits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One instruction. `constraints` are the verifiable rules the offline judge checks (may be empty
+    for prompt sets that bring none, e.g. a user's own file judged by PairRM)."""
+
+    id: str
+    prompt: str
+    constraints: tuple[dict[str, Any], ...] = field(default=())
+
+
+class PromptFileError(ValueError):
+    pass
+
+
+def _record(row: dict[str, Any], column: str, where: str, index: int) -> PromptRecord:
+    text = row.get(column)
+    if not isinstance(text, str) or not text.strip():
+        raise PromptFileError(f"{where}: field {column!r} is missing or empty; every row needs a non-empty prompt")
+    constraints = row.get("constraints") or ()
+    if isinstance(constraints, str):
+        constraints = json.loads(constraints)
+    if not isinstance(constraints, list | tuple) or not all(isinstance(c, dict) for c in constraints):
+        raise PromptFileError(f"{where}: field 'constraints' must be a list of objects")
+    return PromptRecord(id=str(row.get("id") or f"row{index:06d}"), prompt=text, constraints=tuple(constraints))
+
+
+def _read_jsonl(path: Path, column: str) -> list[PromptRecord]:
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise PromptFileError(f"{path} line {line_no}: not valid JSON ({err.msg}); fix or remove it") from None
+            if not isinstance(row, dict):
+                raise PromptFileError(f"{path} line {line_no}: expected a JSON object with a {column!r} field")
+            records.append(_record(row, column, f"{path} line {line_no}", line_no))
+    return records
+
+
+def _read_table(rows: list[dict[str, Any]], column: str, where: str) -> list[PromptRecord]:
+    if rows and column not in rows[0]:
+        raise PromptFileError(f"{where}: no column {column!r} (columns: {sorted(rows[0])}); set data.prompt_column")
+    return [_record(row, column, f"{where} row {i}", i) for i, row in enumerate(rows)]
+
+
+def load_prompts(source: str, column: str = "prompt") -> list[PromptRecord]:
+    """Read prompts from a JSONL or parquet file, or an HF dataset id (split 'train').
+
+    Duplicate prompt texts are dropped (first kept) so that splits never share an instruction."""
+    path = Path(source)
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise PromptFileError(f"prompt file {path} does not exist; set data.prompts to a JSONL/parquet file")
+        records = _read_jsonl(path, column)
+    elif path.suffix == ".parquet":
+        if not path.is_file():
+            raise PromptFileError(f"prompt file {path} does not exist; set data.prompts to a JSONL/parquet file")
+        import pyarrow.parquet as pq
+
+        records = _read_table(pq.read_table(path).to_pylist(), column, str(path))
+    elif path.exists() or source.count("/") != 1:
+        raise PromptFileError(f"prompts {source!r}: expected a .jsonl or .parquet file, or an HF dataset id owner/name")
+    else:
+        import datasets
+
+        records = _read_table(datasets.load_dataset(source, split="train").to_list(), column, source)
+    if not records:
+        raise PromptFileError(f"prompts {source}: no prompts found")
+    seen: set[str] = set()
+    unique = []
+    for record in records:
+        if record.prompt not in seen:
+            seen.add(record.prompt)
+            unique.append(record)
+    return unique
+
+
+@dataclass(frozen=True)
+class PromptSplits:
+    evaluation: list[PromptRecord]
+    training_pool: list[PromptRecord]
+
+    def for_iteration(self, iteration: int, per_iteration: int) -> list[PromptRecord]:
+        """Iteration t (1-based) trains on its own fresh chunk of the pool, as in the paper."""
+        start, stop = (iteration - 1) * per_iteration, iteration * per_iteration
+        if iteration < 1 or stop > len(self.training_pool):
+            raise PromptFileError(
+                f"iteration {iteration} needs training prompts {start}..{stop} but the pool holds "
+                f"{len(self.training_pool)}; lower data.prompts_per_iteration or add prompts"
+            )
+        return self.training_pool[start:stop]
+
+
+def split_prompts(records: list[PromptRecord], eval_count: int, seed: int) -> PromptSplits:
+    """A seeded permutation: its head is the held-out evaluation set, the rest the training pool."""
+    if eval_count >= len(records):
+        raise PromptFileError(f"data.eval_prompts={eval_count} leaves no training prompts out of {len(records)}")
+    order = np.random.default_rng(seed).permutation(len(records))
+    shuffled = [records[i] for i in order]
+    return PromptSplits(evaluation=shuffled[:eval_count], training_pool=shuffled[eval_count:])

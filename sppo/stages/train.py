@@ -1,0 +1,42 @@
+"""train: pi_{t+1} from pi_t with the recipe's loss, saved as an HF model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sppo.config import RecipeConfig
+from sppo.models import configure_torch, load_policy, save_policy
+from sppo.schemas import PAIRS, read_rows
+from sppo.stages.dataset import TRAIN_FILE
+from sppo.store import Manifest, commit_stage
+from sppo.training import tokenize_pairs, train_policy
+
+TRAIN_LOG = "train_log.jsonl"
+
+
+def train(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> Manifest:
+    cfg = recipe.train
+
+    def produce(tmp: Path) -> dict:
+        configure_torch(recipe.threads)
+        rows = read_rows(dataset / TRAIN_FILE, PAIRS)
+        model, tokenizer = load_policy(policy, recipe.model.trust_remote_code, training=True)
+        pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
+        history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
+        save_policy(model, tokenizer, tmp)
+        (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
+        losses = [h["loss"] for h in history]
+        return {
+            "rows": len(pairs),
+            "reference": str(policy),
+            "loss": cfg.loss,
+            "steps": len(history),
+            "first_loss": losses[0],
+            "final_loss": losses[-1],
+            "mean_loss": float(np.mean(losses)),
+        }
+
+    return commit_stage(out, "model", recipe.fingerprint("train"), {"dataset": dataset, "reference": policy}, produce)

@@ -1,0 +1,1 @@
+"""Prefect tasks: one per SPPO stage, each a thin shell over sppo.stages."""
