@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny random Llama with SmolLM2's tokenizer and chat template, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from sppo.models import prepare_base_model
+
+    out = tmp_path_factory.mktemp("tiny-model") / "model"
+    prepare_base_model(f"random:{REPO / 'configs' / 'tiny-llama.json'}", out)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_prefect_temporary_server():
+    """Stop Prefect's temporary API while pytest still owns stdout; its own atexit hook logs to a closed stream."""
+    yield
+    from prefect.server.api.server import SubprocessASGIServer
+
+    for server in list(SubprocessASGIServer._instances.values()):
+        server.stop()

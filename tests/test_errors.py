@@ -1,0 +1,79 @@
+"""Bad input gets an error that names the file, line or field and what to do."""
+
+import json
+import shutil
+
+import pytest
+
+from sppo.config import ConfigError, load_recipe
+from sppo.models import ModelSourceError, load_policy
+from sppo.prompts import PromptFileError, load_prompts, split_prompts
+
+from .conftest import REPO
+
+
+def test_missing_prompt_file(tmp_path):
+    with pytest.raises(PromptFileError, match=r"prompt file .*nope\.jsonl does not exist"):
+        load_prompts(str(tmp_path / "nope.jsonl"))
+
+
+def test_malformed_prompt_file_names_the_line(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "fine"}) + "\n" + "{not json\n")
+    with pytest.raises(PromptFileError, match=r"prompts\.jsonl line 2: not valid JSON"):
+        load_prompts(str(path))
+    path.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps({"text": "no prompt field"}) + "\n")
+    with pytest.raises(PromptFileError, match=r"line 2: field 'prompt' is missing"):
+        load_prompts(str(path))
+
+
+def test_parquet_without_the_prompt_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "p.parquet"
+    pq.write_table(pa.table({"instruction": ["a", "b"]}), path)
+    with pytest.raises(PromptFileError, match=r"no column 'prompt' .*set data.prompt_column"):
+        load_prompts(str(path))
+    assert [r.prompt for r in load_prompts(str(path), column="instruction")] == ["a", "b"]
+
+
+def test_splits_do_not_overlap_and_run_out_clearly():
+    records = load_prompts(str(REPO / "data" / "prompts.jsonl"))
+    splits = split_prompts(records, eval_count=100, seed=0)
+    held_out = {r.prompt for r in splits.evaluation}
+    iterations = [{r.prompt for r in splits.for_iteration(t, 500)} for t in (1, 2, 3)]
+    assert all(not (held_out & it) for it in iterations)
+    assert not (iterations[0] & iterations[1]) and not (iterations[1] & iterations[2])
+    with pytest.raises(PromptFileError, match="iteration 9 needs training prompts"):
+        splits.for_iteration(9, 500)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("judge.type=oracle", "judge.type"), ("train.loss=ipo", "train.loss"), ("train.lr=1", "train.lr")],
+)
+def test_unknown_judge_loss_or_field_is_named(override, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_recipe(REPO / "configs" / "smoke.yaml", [override])
+
+
+def test_missing_recipe_file():
+    with pytest.raises(ConfigError, match="does not exist; pass CONFIG="):
+        load_recipe("configs/nope.yaml")
+
+
+def test_model_folder_without_chat_template(tiny_model_dir, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelSourceError, match="has no chat template"):
+        load_policy(bare)
+
+
+def test_every_shipped_recipe_loads():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        load_recipe(path)

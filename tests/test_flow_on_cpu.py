@@ -1,0 +1,71 @@
+"""The sppo-iteration flow end to end on configs/smoke.yaml, twice, in Prefect's temporary local API."""
+
+import json
+
+import datasets
+import pytest
+
+from flows.sppo_iteration import sppo_iteration
+from sppo.iteration import IterationError
+from sppo.schemas import GENERATIONS, PAIRS, PREFERENCES, read_rows
+from sppo.store import STAGES, Manifest, RunLayout, manifest_digest
+
+from .conftest import REPO
+
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    store = tmp_path_factory.mktemp("store")
+    overrides = [f"store={store}", f"data.prompts={REPO / 'data' / 'prompts.jsonl'}"]
+    first = sppo_iteration(run="smoke", iteration=1, config=SMOKE, overrides=overrides)
+    second = sppo_iteration(run="smoke", iteration=2, config=SMOKE, overrides=overrides)
+    return RunLayout(store, "smoke"), overrides, (first, second)
+
+
+@pytest.mark.parametrize("iteration", [1, 2])
+def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
+    layout, _, _ = smoke_run
+    for stage in STAGES:
+        manifest = Manifest.read(layout.stage_dir(iteration, stage))
+        assert manifest is not None and manifest.stage == stage
+    stage = layout.stage_dir
+    generations = read_rows(stage(iteration, "generate") / "generations.parquet", GENERATIONS)
+    assert len(generations) == 8 and all(len(r["responses"]) == 4 for r in generations)
+    assert len(read_rows(stage(iteration, "rank") / "preferences.parquet", PREFERENCES)) == 8
+    pairs = read_rows(stage(iteration, "dataset") / "train.parquet", PAIRS)
+    assert len(pairs) == 8 and all(0.0 <= p["chosen_probs"] <= 1.0 for p in pairs)
+    # The training file is what HF datasets (and so TRL or the uclaml/SPPO scripts) can read.
+    loaded = datasets.load_dataset("parquet", data_files=str(stage(iteration, "dataset") / "train.parquet"))
+    assert set(PAIRS.names) <= set(loaded["train"].column_names)
+    assert (stage(iteration, "model") / "model.safetensors").is_file()
+    metrics = json.loads((stage(iteration, "evaluate") / "metrics.json").read_text())
+    for key in ("vs_reference", "vs_base"):
+        assert metrics[key]["n"] == 8 and metrics[key]["ci95_low"] <= metrics[key]["win_rate"] <= metrics[key]["ci95_high"]
+    assert metrics["policy"]["mean_response_tokens"] > 0
+
+
+def test_iteration_two_starts_from_and_is_referenced_to_iteration_one(smoke_run):
+    layout, _, _ = smoke_run
+    iter1_model = layout.model_dir(1)
+    assert Manifest.read(layout.stage_dir(2, "generate")).inputs["policy"] == manifest_digest(iter1_model)
+    trained = Manifest.read(layout.model_dir(2))
+    assert trained.inputs["reference"] == manifest_digest(iter1_model)
+    assert trained.info["reference"] == str(iter1_model)
+    evaluated = Manifest.read(layout.stage_dir(2, "evaluate"))
+    assert evaluated.inputs["reference"] == manifest_digest(iter1_model)
+    assert evaluated.inputs["base"] == manifest_digest(layout.model_dir(0))
+
+
+def test_rerunning_an_iteration_redoes_nothing(smoke_run):
+    layout, overrides, _ = smoke_run
+    before = {s: (layout.stage_dir(2, s) / "manifest.json").read_bytes() for s in STAGES}
+    sppo_iteration(run="smoke", iteration=2, config=SMOKE, overrides=overrides)
+    assert before == {s: (layout.stage_dir(2, s) / "manifest.json").read_bytes() for s in STAGES}
+
+
+def test_iteration_without_previous_model_fails_clearly(smoke_run):
+    _, overrides, _ = smoke_run
+    with pytest.raises(IterationError, match=r"iteration 3 starts from iteration 2's trained model.*ITER=2 RUN=other"):
+        sppo_iteration(run="other", iteration=3, config=SMOKE, overrides=overrides)

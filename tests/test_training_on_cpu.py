@@ -1,0 +1,58 @@
+"""Training on a tiny random model: log-prob masking, and one step that moves every parameter and lowers the loss."""
+
+import pytest
+import torch
+
+from sppo.config import TrainConfig
+from sppo.models import load_policy
+from sppo.training import collate, pair_loss, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
+
+ROWS = [
+    {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I like turtles a lot, really.",
+     "chosen_probs": 0.8, "chosen_probs_win": 0.7, "chosen_probs_lose": 0.3},
+    {"prompt": "Say hi in lowercase.", "chosen": "hi there", "rejected": "HELLO",
+     "chosen_probs": 0.6, "chosen_probs_win": 0.65, "chosen_probs_lose": 0.4},
+]
+
+
+@pytest.fixture()
+def policy(tiny_model_dir):
+    torch.manual_seed(0)
+    return load_policy(tiny_model_dir, training=True)
+
+
+def test_sequence_logprobs_sum_only_response_tokens(policy):
+    model, tokenizer = policy
+    pairs = tokenize_pairs(ROWS[:1], tokenizer, max_length=128, max_prompt_length=64)
+    batch = collate(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        got = sequence_logprobs(model.eval(), batch)
+        # By hand for the chosen sequence: log-softmax at each position predicting a response token.
+        p = pairs[0]
+        ids = torch.tensor([p.prompt + p.chosen])
+        logps = model(input_ids=ids).logits[0].log_softmax(-1)
+        expected = sum(logps[t - 1, ids[0, t]] for t in range(len(p.prompt), ids.shape[1]))
+    assert got[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert p.chosen[-1] == tokenizer.eos_token_id  # the end-of-turn token is part of the response
+
+
+@pytest.mark.parametrize("loss", ["sppo", "sppo_single", "sppo_hard", "dpo"])
+def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
+    model, tokenizer = policy
+    cfg = TrainConfig(loss=loss, beta=0.1, learning_rate=1e-4, optimizer="adamw", batch_size=2, warmup_ratio=0.0,
+                      max_length=128, max_prompt_length=64)
+    pairs = tokenize_pairs(ROWS, tokenizer, cfg.max_length, cfg.max_prompt_length)
+    pad = tokenizer.pad_token_id
+    ref = reference_logprobs(model, pairs, cfg.batch_size, pad)
+    with torch.no_grad():
+        loss_before = pair_loss(model, pairs, ref, cfg, pad)[0].item()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    history = train_policy(model, pairs, cfg, pad, progress=False)
+
+    assert len(history) == 1 and history[0]["loss"] == pytest.approx(loss_before, rel=1e-4)
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    assert not unchanged, f"parameters not updated: {unchanged}"
+    with torch.no_grad():
+        loss_after = pair_loss(model, pairs, ref, cfg, pad)[0].item()
+    assert loss_after < loss_before
