@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import time
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STAGES = ("generate", "rank", "dataset", "model", "evaluate")
@@ -108,6 +111,7 @@ def commit_stage(
     input_digests = {name: manifest_digest(path) for name, path in inputs.items()}
     existing = Manifest.read(out_dir)
     if existing and existing.fingerprint == fingerprint and existing.inputs == input_digests:
+        log.info("%s: already done (%s), skipped", out_dir, existing.created)
         return existing
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

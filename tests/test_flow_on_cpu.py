@@ -42,7 +42,9 @@ def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
     assert (stage(iteration, "model") / "model.safetensors").is_file()
     metrics = json.loads((stage(iteration, "evaluate") / "metrics.json").read_text())
     for key in ("vs_reference", "vs_base"):
-        assert metrics[key]["n"] == 8 and metrics[key]["ci95_low"] <= metrics[key]["win_rate"] <= metrics[key]["ci95_high"]
+        assert (
+            metrics[key]["n"] == 8 and metrics[key]["ci95_low"] <= metrics[key]["win_rate"] <= metrics[key]["ci95_high"]
+        )
     assert metrics["policy"]["mean_response_tokens"] > 0
 
 
@@ -69,3 +71,32 @@ def test_iteration_without_previous_model_fails_clearly(smoke_run):
     _, overrides, _ = smoke_run
     with pytest.raises(IterationError, match=r"iteration 3 starts from iteration 2's trained model.*ITER=2 RUN=other"):
         sppo_iteration(run="other", iteration=3, config=SMOKE, overrides=overrides)
+
+
+def test_tasks_retry_crashes_but_not_mistakes():
+    from prefect import flow, task
+
+    from tasks.stages import STAGE
+
+    calls = {"mistake": 0, "crash": 0}
+
+    @task(**{**STAGE, "retry_delay_seconds": 0})
+    def mistake():
+        calls["mistake"] += 1
+        raise ValueError("bad recipe field")
+
+    @task(**{**STAGE, "retry_delay_seconds": 0})
+    def crash_once():
+        calls["crash"] += 1
+        if calls["crash"] == 1:
+            raise OSError("store unreachable")
+        return "ok"
+
+    @flow
+    def both():
+        assert crash_once() == "ok"
+        with pytest.raises(ValueError):
+            mistake()
+
+    both()
+    assert calls == {"mistake": 1, "crash": 2}

@@ -8,11 +8,13 @@ from sppo.preferences import check_preference_matrix, select_pair, win_rates
 
 # Judge scores s = (2, 0, 1) for K = 3 responses. sigmoid(1) = 0.7310585786, sigmoid(2) = 0.8807970780.
 S1, S2 = 0.7310585786300049, 0.8807970779778823
-EXPECTED_P = np.array([
-    [0.5, S2, S1],
-    [1 - S2, 0.5, 1 - S1],
-    [1 - S1, S1, 0.5],
-])
+EXPECTED_P = np.array(
+    [
+        [0.5, S2, S1],
+        [1 - S2, 0.5, 1 - S1],
+        [1 - S1, S1, 0.5],
+    ]
+)
 # Row means, diagonal included: (0.5 + S2 + S1) / 3, (0.5 + (1 - S2) + (1 - S1)) / 3, 1.5 / 3.
 EXPECTED_W = np.array([0.7039518855359624, 0.2960481144640376, 0.5])
 

@@ -8,10 +8,22 @@ from sppo.models import load_policy
 from sppo.training import collate, pair_loss, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
 
 ROWS = [
-    {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I like turtles a lot, really.",
-     "chosen_probs": 0.8, "chosen_probs_win": 0.7, "chosen_probs_lose": 0.3},
-    {"prompt": "Say hi in lowercase.", "chosen": "hi there", "rejected": "HELLO",
-     "chosen_probs": 0.6, "chosen_probs_win": 0.65, "chosen_probs_lose": 0.4},
+    {
+        "prompt": "Name a colour.",
+        "chosen": "Blue.",
+        "rejected": "I like turtles a lot, really.",
+        "chosen_probs": 0.8,
+        "chosen_probs_win": 0.7,
+        "chosen_probs_lose": 0.3,
+    },
+    {
+        "prompt": "Say hi in lowercase.",
+        "chosen": "hi there",
+        "rejected": "HELLO",
+        "chosen_probs": 0.6,
+        "chosen_probs_win": 0.65,
+        "chosen_probs_lose": 0.4,
+    },
 ]
 
 
@@ -39,8 +51,16 @@ def test_sequence_logprobs_sum_only_response_tokens(policy):
 @pytest.mark.parametrize("loss", ["sppo", "sppo_single", "sppo_hard", "dpo"])
 def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
     model, tokenizer = policy
-    cfg = TrainConfig(loss=loss, beta=0.1, learning_rate=1e-4, optimizer="adamw", batch_size=2, warmup_ratio=0.0,
-                      max_length=128, max_prompt_length=64)
+    cfg = TrainConfig(
+        loss=loss,
+        beta=0.1,
+        learning_rate=1e-4,
+        optimizer="adamw",
+        batch_size=2,
+        warmup_ratio=0.0,
+        max_length=128,
+        max_prompt_length=64,
+    )
     pairs = tokenize_pairs(ROWS, tokenizer, cfg.max_length, cfg.max_prompt_length)
     pad = tokenizer.pad_token_id
     ref = reference_logprobs(model, pairs, cfg.batch_size, pad)
