@@ -16,7 +16,7 @@ export PREFECT_HOME ?= $(CURDIR)/.cache/prefect   # flows/__init__.py creates it
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup base-model prompts run-iteration test test-slow lint format clean
+.PHONY: setup base-model prompts run-iteration test test-slow test-faults lint format clean
 
 setup: $(VENV)/.installed base-model
 
@@ -41,6 +41,9 @@ test: $(VENV)/.installed
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
+
+test-faults: $(VENV)/.installed
+	$(PY) -m pytest -q -m faults
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -6,14 +6,14 @@ unless PREFECT_API_URL points at a server, or deploy it (prefect.yaml) and trigg
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from pathlib import Path
 
 from prefect import flow
 
 from sppo.config import load_recipe
-from sppo.iteration import starting_policy
-from sppo.store import RunLayout
+from sppo.iteration import IterationLocked, iteration_lock, starting_policy
+from sppo.store import ArtifactStore, RunLayout
 from tasks.stages import (
     build_dataset_task,
     evaluate_task,
@@ -28,26 +28,26 @@ DEFAULT_RECIPE = "configs/cpu-smollm2.yaml"
 
 @flow(name="sppo-iteration")
 def sppo_iteration(
-    run: str = "default", iteration: int = 1, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
+    run: str = "default",
+    iteration: int = 1,
+    config: str = DEFAULT_RECIPE,
+    overrides: list[str] | None = None,
+    lock_wait_seconds: float = 0.0,
 ) -> str:
-    """Train pi_{iteration} from pi_{iteration-1}; returns the folder holding metrics.json."""
+    """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
     recipe = load_recipe(config, overrides or [])
-    layout = RunLayout(Path(recipe.store), run)
-    if iteration == 1:
-        prepare_base_task(recipe, str(layout.model_dir(0)))
-    policy = str(starting_policy(layout, iteration))
-    generations = generate_task(recipe, policy, iteration, str(layout.stage_dir(iteration, "generate")))
-    preferences = rank_task(recipe, generations, str(layout.stage_dir(iteration, "rank")))
-    dataset = build_dataset_task(recipe, preferences, str(layout.stage_dir(iteration, "dataset")))
-    model = train_task(recipe, dataset, policy, str(layout.model_dir(iteration)))
-    return evaluate_task(
-        recipe,
-        model,
-        policy,
-        str(layout.model_dir(0)),
-        str(layout.stage_dir(iteration, "evaluate")),
-        str(layout.root / run / "eval-answers"),
-    )
+    layout = RunLayout(ArtifactStore(recipe.store), run)
+    stage = functools.partial(layout.stage_url, iteration)
+    # One writer per run and iteration; a re-run after a crash takes over a dead writer's lock.
+    with iteration_lock(layout.store, f"{layout.iteration_url(iteration)}.lock", lock_wait_seconds):
+        if iteration == 1:
+            prepare_base_task(recipe, layout.model_url(0))
+        policy = starting_policy(layout, iteration)
+        generations = generate_task(recipe, policy, iteration, stage("generate"))
+        preferences = rank_task(recipe, generations, stage("rank"))
+        dataset = build_dataset_task(recipe, preferences, stage("dataset"))
+        model = train_task(recipe, dataset, policy, stage("model"))
+        return evaluate_task(recipe, model, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        out = sppo_iteration(run=args.run, iteration=args.iteration, config=args.config, overrides=args.overrides)
-    except ValueError as err:  # a mistake in the recipe, the data or the order of iterations: no traceback
+        out = sppo_iteration(
+            run=args.run,
+            iteration=args.iteration,
+            config=args.config,
+            overrides=args.overrides,
+            lock_wait_seconds=args.lock_wait,
+        )
+    except (ValueError, IterationLocked) as err:  # a mistake or a concurrent writer: say so, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"iteration {args.iteration} of run {args.run!r} done; metrics: {Path(out) / 'metrics.json'}")
+    print(f"iteration {args.iteration} of run {args.run!r} done; metrics: {out}/metrics.json")
     return 0
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from sppo.config import ConfigError, load_recipe
 from sppo.stages.base import prepare_base
-from sppo.store import RunLayout
+from sppo.store import ArtifactStore, RunLayout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = RunLayout(Path(recipe.store), args.run).model_dir(0)
+    out = RunLayout(ArtifactStore(recipe.store), args.run).model_url(0)
     manifest = prepare_base(recipe, out)
     print(f"base model {manifest.info.get('source')} ready at {out}")
     return 0

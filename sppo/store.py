@@ -1,8 +1,14 @@
 """The artifact store: where each stage of each iteration writes, and how a stage commits.
 
-Layout: <root>/<run>/iter-NNN/<stage>/ with a manifest.json written last. A stage first writes into a
-hidden temporary folder beside its final one and is renamed into place whole, so a crash leaves either
-nothing or a complete, manifested stage, never a half-written one."""
+The store is any fsspec location: a local folder (the embedded default) or `s3://bucket/prefix` through
+s3fs (endpoint, region and credentials come from the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION; they are never logged).
+
+Layout: <root>/<run>/iter-NNN/<stage>/ with a manifest.json written last. Stages compute on local files:
+inputs are read through `StageInputs` (the folder itself for a local store, a verified download
+otherwise) and outputs are written into a local scratch folder, then committed. A local commit is one
+rename of the whole folder; a remote one uploads every file and the manifest last. Either way a crash
+leaves nothing that looks finished: a folder without a manifest is garbage and is replaced."""
 
 from __future__ import annotations
 
@@ -17,14 +23,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 STAGES = ("generate", "rank", "dataset", "model", "evaluate")
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "store"
 
 
 class StoreError(RuntimeError):
     pass
+
+
+class CorruptArtifactError(ValueError):
+    """An artifact does not match its manifest: never use it silently."""
 
 
 @dataclass(frozen=True)
@@ -40,21 +53,16 @@ class Manifest:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, stage_dir: Path) -> Manifest | None:
-        path = stage_dir / MANIFEST
-        if not path.is_file():
-            return None
-        return cls(**json.loads(path.read_text()))
+    def from_bytes(cls, data: bytes, where: str) -> Manifest:
+        try:
+            return cls(**json.loads(data))
+        except (ValueError, TypeError) as err:
+            raise CorruptArtifactError(
+                f"{where}: unreadable manifest ({err}); delete that stage folder and rerun"
+            ) from None
 
-    def write(self, stage_dir: Path) -> None:
-        (stage_dir / MANIFEST).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-
-
-def manifest_digest(stage_dir: Path) -> str:
-    path = stage_dir / MANIFEST
-    if not path.is_file():
-        raise StoreError(f"{stage_dir} has no {MANIFEST}: that stage never finished; run its iteration first")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
 
 
 def file_digest(path: Path) -> str:
@@ -79,63 +87,197 @@ def code_version() -> str:
         return "unknown"
 
 
+class ArtifactStore:
+    """A root URL and the fsspec filesystem behind it. Stage folders are named by URL strings."""
+
+    def __init__(self, root: str | Path):
+        self.root = str(root).rstrip("/")
+        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
+        self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _path(self, url: str) -> str:
+        return self.fs._strip_protocol(url)
+
+    def exists(self, url: str) -> bool:
+        return self.fs.exists(self._path(url))
+
+    def read_bytes(self, url: str) -> bytes:
+        return self.fs.cat_file(self._path(url))
+
+    def manifest(self, stage_url: str) -> Manifest | None:
+        url = f"{stage_url}/{MANIFEST}"
+        try:
+            data = self.read_bytes(url)
+        except FileNotFoundError:
+            return None
+        return Manifest.from_bytes(data, url)
+
+    def manifest_digest(self, stage_url: str) -> str:
+        try:
+            return hashlib.sha256(self.read_bytes(f"{stage_url}/{MANIFEST}")).hexdigest()
+        except FileNotFoundError:
+            raise StoreError(
+                f"{stage_url} has no {MANIFEST}: that stage never finished; run its iteration first"
+            ) from None
+
+    def local_copy(self, stage_url: str) -> Path:
+        """A local folder holding the finished stage, every file checked against its manifest.
+
+        Local stores verify in place; remote ones download once into .cache/store/, keyed by the manifest."""
+        manifest = self.manifest(stage_url)
+        if manifest is None:
+            raise StoreError(f"{stage_url} has no {MANIFEST}: that stage never finished; run its iteration first")
+        if self.is_local:
+            folder = Path(self._path(stage_url))
+            _verify(folder, manifest, stage_url)
+            return folder
+        digest = self.manifest_digest(stage_url)
+        folder = CACHE / digest[:24]
+        if (folder / MANIFEST).is_file():
+            return folder
+        tmp = folder.with_name(f"{folder.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in manifest.outputs:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.fs.get_file(self._path(f"{stage_url}/{name}"), str(tmp / name))
+            except FileNotFoundError:
+                raise CorruptArtifactError(
+                    f"{stage_url}/{name} is listed in its manifest but missing from the store; "
+                    "delete that stage folder and rerun"
+                ) from None
+        _verify(tmp, manifest, stage_url)
+        (tmp / MANIFEST).write_bytes(manifest.to_bytes())
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        return folder
+
+    def put_bytes(self, url: str, data: bytes) -> None:
+        """Write one small object whole: readers see all of it or nothing (an S3 PUT is atomic; a local
+        file is written beside and renamed)."""
+        if self.is_local:
+            path = Path(self._path(url))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        else:
+            self.fs.pipe_file(self._path(url), data)
+
+    def create_exclusive(self, url: str, data: bytes) -> None:
+        """Create an object only if it does not exist yet; FileExistsError otherwise."""
+        if self.is_local:
+            path = Path(self._path(url))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("xb") as f:
+                f.write(data)
+        else:
+            with self.fs.open(self._path(url), "xb") as f:
+                f.write(data)
+
+    def remove(self, url: str) -> None:
+        if self.exists(url):
+            self.fs.rm(self._path(url), recursive=True)
+
+    def publish(self, scratch: Path, stage_url: str, manifest: Manifest) -> None:
+        """Move a finished scratch folder into place. Anything already there without a manifest is
+        leftover from a crash and is replaced; a finished stage of another recipe is kept aside."""
+        if self.manifest(stage_url) is not None:
+            aside = f"{stage_url}.superseded-{time.strftime('%Y%m%dT%H%M%S')}"
+            self.fs.mv(self._path(stage_url), self._path(aside), recursive=True)
+        else:
+            self.remove(stage_url)
+        if self.is_local:
+            (scratch / MANIFEST).write_bytes(manifest.to_bytes())
+            scratch.rename(self._path(stage_url))
+            return
+        for name in manifest.outputs:  # streamed file by file, the manifest last
+            self.fs.put_file(str(scratch / name), self._path(f"{stage_url}/{name}"))
+        self.put_bytes(f"{stage_url}/{MANIFEST}", manifest.to_bytes())
+        shutil.rmtree(scratch)
+
+    def scratch_for(self, stage_url: str) -> Path:
+        """Where a stage writes before committing: beside its folder when local (one rename commits it)."""
+        if self.is_local:
+            final = Path(self._path(stage_url))
+            return final.parent / f".{final.name}.tmp"
+        return CACHE / "scratch" / hashlib.sha256(stage_url.encode()).hexdigest()[:24]
+
+
+def _verify(folder: Path, manifest: Manifest, where: str) -> None:
+    for name, digest in manifest.outputs.items():
+        path = folder / name
+        if not path.is_file():
+            raise CorruptArtifactError(
+                f"{where}/{name} is listed in its manifest but missing; delete {where} and rerun"
+            )
+        if file_digest(path) != digest:
+            raise CorruptArtifactError(
+                f"{where}/{name} does not match the sha256 in its manifest (corrupted or truncated); "
+                f"delete {where} and rerun"
+            )
+
+
 @dataclass(frozen=True)
 class RunLayout:
-    root: Path
+    store: ArtifactStore
     run: str
 
-    def iteration_dir(self, iteration: int) -> Path:
-        return self.root / self.run / f"iter-{iteration:03d}"
+    def iteration_url(self, iteration: int) -> str:
+        return self.store.join(self.run, f"iter-{iteration:03d}")
 
-    def stage_dir(self, iteration: int, stage: str) -> Path:
+    def stage_url(self, iteration: int, stage: str) -> str:
         if stage not in STAGES:
             raise StoreError(f"unknown stage {stage!r}; stages are {STAGES}")
-        return self.iteration_dir(iteration) / stage
+        return f"{self.iteration_url(iteration)}/{stage}"
 
-    def model_dir(self, iteration: int) -> Path:
+    def model_url(self, iteration: int) -> str:
         """pi_t: iteration 0 holds the base model, iteration t the policy trained in iteration t."""
-        return self.stage_dir(iteration, "model")
+        return self.stage_url(iteration, "model")
+
+    def answers_url(self) -> str:
+        return self.store.join(self.run, "eval-answers")
 
 
 def commit_stage(
-    out_dir: Path,
+    store: ArtifactStore,
+    out: str,
     stage: str,
     fingerprint: str,
-    inputs: dict[str, Path],
-    produce: Callable[[Path], dict[str, Any]],
+    inputs: dict[str, str],
+    produce: Callable[[Path, dict[str, Path]], dict[str, Any]],
 ) -> Manifest:
-    """Run `produce(tmp_dir)` unless out_dir already holds this exact stage, then commit it atomically.
+    """Run `produce(scratch, local_inputs)` unless `out` already holds this exact stage, then commit it.
 
-    produce writes its files into tmp_dir and returns {"rows": ..., **info}. A finished stage whose
-    fingerprint and input manifests match is returned as is: re-running an iteration redoes nothing done."""
-    input_digests = {name: manifest_digest(path) for name, path in inputs.items()}
-    existing = Manifest.read(out_dir)
+    produce writes its files into scratch and returns {"rows": ..., **info}; local_inputs maps each input
+    name to a verified local copy. A finished stage whose fingerprint and input manifests match is
+    returned as is: re-running an iteration redoes nothing that finished."""
+    input_digests = {name: store.manifest_digest(url) for name, url in inputs.items()}
+    existing = store.manifest(out)
     if existing and existing.fingerprint == fingerprint and existing.inputs == input_digests:
-        log.info("%s: already done (%s), skipped", out_dir, existing.created)
+        log.info("%s: already done (%s), skipped", out, existing.created)
         return existing
-    tmp = out_dir.parent / f".{out_dir.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    local_inputs = {name: store.local_copy(url) for name, url in inputs.items()}
+    scratch = store.scratch_for(out)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
     started = time.time()
-    info = dict(produce(tmp))
+    info = dict(produce(scratch, local_inputs))
     rows = info.pop("rows", None)
     manifest = Manifest(
         stage=stage,
         fingerprint=fingerprint,
         inputs=input_digests,
-        outputs={str(p.relative_to(tmp)): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+        outputs={str(p.relative_to(scratch)): file_digest(p) for p in sorted(scratch.rglob("*")) if p.is_file()},
         rows=rows,
         seconds=round(time.time() - started, 2),
         code_version=code_version(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         info=info,
     )
-    manifest.write(tmp)
-    if out_dir.exists():
-        # Leftover of a crash, or a finished stage of another recipe: keep the latter, never overwrite it.
-        if Manifest.read(out_dir) is None:
-            shutil.rmtree(out_dir)
-        else:
-            out_dir.rename(out_dir.parent / f"{out_dir.name}.superseded-{time.strftime('%Y%m%dT%H%M%S')}")
-    tmp.rename(out_dir)
+    store.publish(scratch, out, manifest)
     return manifest

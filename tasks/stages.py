@@ -3,8 +3,6 @@ the URI of the folder it committed: models and tables never pass through Prefect
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -16,7 +14,7 @@ from sppo.stages.evaluate import METRICS_FILE, evaluate
 from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
-from sppo.store import Manifest
+from sppo.store import ArtifactStore, Manifest
 
 
 def _transient(task, task_run, state) -> bool:
@@ -47,33 +45,33 @@ def _done(manifest: Manifest, out: str) -> str:
 
 @task(name="prepare-base", **STAGE)
 def prepare_base_task(recipe: RecipeConfig, out: str) -> str:
-    return _done(prepare_base(recipe, Path(out)), out)
+    return _done(prepare_base(recipe, out), out)
 
 
 @task(name="generate", **STAGE)
 def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> str:
-    return _done(generate(recipe, Path(policy), iteration, Path(out)), out)
+    return _done(generate(recipe, policy, iteration, out), out)
 
 
 @task(name="rank", **STAGE)
 def rank_task(recipe: RecipeConfig, generations: str, out: str) -> str:
-    return _done(rank(recipe, Path(generations), Path(out)), out)
+    return _done(rank(recipe, generations, out), out)
 
 
 @task(name="build-parquet", **STAGE)
 def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> str:
-    return _done(build_dataset(recipe, Path(preferences), Path(out)), out)
+    return _done(build_dataset(recipe, preferences, out), out)
 
 
 @task(name="train", **STAGE)
 def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> str:
-    return _done(train(recipe, Path(dataset), Path(policy), Path(out)), out)
+    return _done(train(recipe, dataset, policy, out), out)
 
 
 @task(name="evaluate", **STAGE)
 def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> str:
-    manifest = evaluate(recipe, Path(policy), Path(reference), Path(base), Path(out), Path(cache))
-    metrics = (Path(out) / METRICS_FILE).read_text()
+    manifest = evaluate(recipe, policy, reference, base, out, cache)
+    metrics = ArtifactStore(recipe.store).read_bytes(f"{out}/{METRICS_FILE}").decode()
     create_markdown_artifact(
         key="sppo-metrics",
         markdown=f"### SPPO evaluation: {out}\n\n```json\n{metrics}\n```",

@@ -25,7 +25,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def stop_prefect_temporary_server():
     """Stop Prefect's temporary API while pytest still owns stdout; its own atexit hook logs to a closed stream."""
     yield
+    from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
 
+    APILogWorker.drain_all(timeout=5)  # send pending flow-run logs before the API goes away
     for server in list(SubprocessASGIServer._instances.values()):
         server.stop()

@@ -1,6 +1,7 @@
 """The sppo-iteration flow end to end on configs/smoke.yaml, twice, in Prefect's temporary local API."""
 
 import json
+from pathlib import Path
 
 import datasets
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from flows.sppo_iteration import sppo_iteration
 from sppo.iteration import IterationError
 from sppo.schemas import GENERATIONS, PAIRS, PREFERENCES, read_rows
-from sppo.store import STAGES, Manifest, RunLayout, manifest_digest
+from sppo.store import STAGES, ArtifactStore, RunLayout
 
 from .conftest import REPO
 
@@ -21,16 +22,19 @@ def smoke_run(tmp_path_factory):
     overrides = [f"store={store}", f"data.prompts={REPO / 'data' / 'prompts.jsonl'}"]
     first = sppo_iteration(run="smoke", iteration=1, config=SMOKE, overrides=overrides)
     second = sppo_iteration(run="smoke", iteration=2, config=SMOKE, overrides=overrides)
-    return RunLayout(store, "smoke"), overrides, (first, second)
+    return RunLayout(ArtifactStore(store), "smoke"), overrides, (first, second)
 
 
 @pytest.mark.parametrize("iteration", [1, 2])
 def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
     layout, _, _ = smoke_run
     for stage in STAGES:
-        manifest = Manifest.read(layout.stage_dir(iteration, stage))
+        manifest = layout.store.manifest(layout.stage_url(iteration, stage))
         assert manifest is not None and manifest.stage == stage
-    stage = layout.stage_dir
+
+    def stage(iteration: int, name: str) -> Path:
+        return Path(layout.stage_url(iteration, name))
+
     generations = read_rows(stage(iteration, "generate") / "generations.parquet", GENERATIONS)
     assert len(generations) == 8 and all(len(r["responses"]) == 4 for r in generations)
     assert len(read_rows(stage(iteration, "rank") / "preferences.parquet", PREFERENCES)) == 8
@@ -50,21 +54,25 @@ def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
 
 def test_iteration_two_starts_from_and_is_referenced_to_iteration_one(smoke_run):
     layout, _, _ = smoke_run
-    iter1_model = layout.model_dir(1)
-    assert Manifest.read(layout.stage_dir(2, "generate")).inputs["policy"] == manifest_digest(iter1_model)
-    trained = Manifest.read(layout.model_dir(2))
-    assert trained.inputs["reference"] == manifest_digest(iter1_model)
-    assert trained.info["reference"] == str(iter1_model)
-    evaluated = Manifest.read(layout.stage_dir(2, "evaluate"))
-    assert evaluated.inputs["reference"] == manifest_digest(iter1_model)
-    assert evaluated.inputs["base"] == manifest_digest(layout.model_dir(0))
+    store, iter1_model = layout.store, layout.model_url(1)
+    assert store.manifest(layout.stage_url(2, "generate")).inputs["policy"] == store.manifest_digest(iter1_model)
+    trained = store.manifest(layout.model_url(2))
+    assert trained.inputs["reference"] == store.manifest_digest(iter1_model)
+    assert trained.info["reference"] == iter1_model
+    evaluated = store.manifest(layout.stage_url(2, "evaluate"))
+    assert evaluated.inputs["reference"] == store.manifest_digest(iter1_model)
+    assert evaluated.inputs["base"] == store.manifest_digest(layout.model_url(0))
 
 
 def test_rerunning_an_iteration_redoes_nothing(smoke_run):
     layout, overrides, _ = smoke_run
-    before = {s: (layout.stage_dir(2, s) / "manifest.json").read_bytes() for s in STAGES}
+
+    def manifests() -> dict[str, bytes]:
+        return {s: layout.store.read_bytes(f"{layout.stage_url(2, s)}/manifest.json") for s in STAGES}
+
+    before = manifests()
     sppo_iteration(run="smoke", iteration=2, config=SMOKE, overrides=overrides)
-    assert before == {s: (layout.stage_dir(2, s) / "manifest.json").read_bytes() for s in STAGES}
+    assert before == manifests()
 
 
 def test_iteration_without_previous_model_fails_clearly(smoke_run):

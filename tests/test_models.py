@@ -5,7 +5,7 @@ import torch
 from sppo.config import load_recipe
 from sppo.models import load_policy, prepare_base_model
 from sppo.stages.base import prepare_base
-from sppo.store import Manifest
+from sppo.store import ArtifactStore
 
 from .conftest import REPO
 
@@ -22,7 +22,8 @@ def test_local_folder_as_base_gives_the_same_model(tiny_model_dir, tmp_path):
 
 def test_prepare_base_is_committed_once(tiny_model_dir, tmp_path):
     recipe = load_recipe(REPO / "configs" / "smoke.yaml", [f"model.base={tiny_model_dir}"])
-    first = prepare_base(recipe, tmp_path / "iter-000" / "model")
-    again = prepare_base(recipe, tmp_path / "iter-000" / "model")
-    assert first == again == Manifest.read(tmp_path / "iter-000" / "model")
+    out = str(tmp_path / "iter-000" / "model")
+    first = prepare_base(recipe, out)
+    again = prepare_base(recipe, out)
+    assert first == again == ArtifactStore(recipe.store).manifest(out)
     assert "model.safetensors" in first.outputs

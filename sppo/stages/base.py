@@ -6,13 +6,13 @@ from pathlib import Path
 
 from sppo.config import RecipeConfig
 from sppo.models import prepare_base_model
-from sppo.store import Manifest, commit_stage
+from sppo.store import ArtifactStore, Manifest, commit_stage
 
 
-def prepare_base(recipe: RecipeConfig, out: Path) -> Manifest:
-    def produce(tmp: Path) -> dict:
+def prepare_base(recipe: RecipeConfig, out: str) -> Manifest:
+    def produce(tmp: Path, _: dict[str, Path]) -> dict:
         m = recipe.model
         prepare_base_model(m.base, tmp, tokenizer_source=m.tokenizer, trust_remote_code=m.trust_remote_code)
         return {"source": m.base}
 
-    return commit_stage(out, "model", recipe.fingerprint("model"), {}, produce)
+    return commit_stage(ArtifactStore(recipe.store), out, "model", recipe.fingerprint("model"), {}, produce)

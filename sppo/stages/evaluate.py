@@ -7,10 +7,7 @@ from the previous iteration are read back instead of generated again."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-import pyarrow as pa
 
 from sppo.config import RecipeConfig
 from sppo.evaluation import head_to_head, response_stats
@@ -18,19 +15,21 @@ from sppo.generation import HFGenerator, Sampling
 from sppo.judges import build_judge
 from sppo.models import configure_torch
 from sppo.prompts import PromptRecord
-from sppo.schemas import read_rows, write_rows
 from sppo.stages.generate import load_splits
-from sppo.store import Manifest, commit_stage, manifest_digest
+from sppo.store import ArtifactStore, Manifest, commit_stage
 
-ANSWERS = pa.schema([("prompt_id", pa.string()), ("response", pa.string()), ("num_tokens", pa.int32())])
 METRICS_FILE = "metrics.json"
 
 
-def answers(recipe: RecipeConfig, model: Path, prompts: list[PromptRecord], cache: Path) -> list[dict]:
-    key = f"{manifest_digest(model)[:16]}-{recipe.fingerprint('data', 'generate', 'evaluate')}"
-    path = cache / f"{key}.parquet"
-    if path.is_file():
-        return read_rows(path, ANSWERS)
+def answers(
+    recipe: RecipeConfig, store: ArtifactStore, model_url: str, model: Path, prompts: list[PromptRecord], cache_url: str
+) -> list[dict]:
+    """One answer per held-out prompt, read from the run's answer cache when this model already gave them."""
+    url = (
+        f"{cache_url}/{store.manifest_digest(model_url)[:16]}-{recipe.fingerprint('data', 'generate', 'evaluate')}.json"
+    )
+    if store.exists(url):
+        return json.loads(store.read_bytes(url))
     e, g = recipe.evaluate, recipe.generate
     generator = HFGenerator(model, g.batch_size, g.max_prompt_tokens, recipe.model.trust_remote_code)
     completions = generator.generate(
@@ -40,22 +39,19 @@ def answers(recipe: RecipeConfig, model: Path, prompts: list[PromptRecord], cach
         {"prompt_id": p.id, "response": c[0].text, "num_tokens": c[0].num_tokens}
         for p, c in zip(prompts, completions, strict=True)
     ]
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    write_rows(rows, ANSWERS, tmp)
-    tmp.rename(path)
+    store.put_bytes(url, json.dumps(rows).encode())
     return rows
 
 
-def evaluate(recipe: RecipeConfig, policy: Path, reference: Path, base: Path, out: Path, cache: Path) -> Manifest:
-    def produce(tmp: Path) -> dict:
+def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
+    store = ArtifactStore(recipe.store)
+    urls = {"policy": policy, "reference": reference, "base": base}
+
+    def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
         prompts = load_splits(recipe).evaluation
         judge = build_judge(recipe.judge)
-        by_role = {
-            role: answers(recipe, path, prompts, cache)
-            for role, path in (("policy", policy), ("reference", reference), ("base", base))
-        }
+        by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}
         metrics = {
             "prompts": len(prompts),
@@ -78,5 +74,5 @@ def evaluate(recipe: RecipeConfig, policy: Path, reference: Path, base: Path, ou
             "win_rate_vs_base": metrics["vs_base"]["win_rate"],
         }
 
-    inputs = {"policy": policy, "reference": reference, "base": base}
-    return commit_stage(out, "evaluate", recipe.fingerprint("data", "generate", "evaluate", "judge"), inputs, produce)
+    fingerprint = recipe.fingerprint("data", "generate", "evaluate", "judge")
+    return commit_stage(store, out, "evaluate", fingerprint, urls, produce)

@@ -11,7 +11,7 @@ from sppo.generation import HFGenerator, Sampling
 from sppo.models import configure_torch
 from sppo.prompts import PromptRecord, load_prompts, split_prompts
 from sppo.schemas import GENERATIONS, write_rows
-from sppo.store import Manifest, commit_stage
+from sppo.store import ArtifactStore, Manifest, commit_stage
 
 GENERATIONS_FILE = "generations.parquet"
 
@@ -25,13 +25,13 @@ def training_prompts(recipe: RecipeConfig, iteration: int) -> list[PromptRecord]
     return load_splits(recipe).for_iteration(iteration, recipe.data.prompts_per_iteration)
 
 
-def generate(recipe: RecipeConfig, policy: Path, iteration: int, out: Path) -> Manifest:
+def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> Manifest:
     g = recipe.generate
     records = training_prompts(recipe, iteration)  # before the model loads: a bad prompt file fails fast
 
-    def produce(tmp: Path) -> dict:
+    def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
-        generator = HFGenerator(policy, g.batch_size, g.max_prompt_tokens, recipe.model.trust_remote_code)
+        generator = HFGenerator(inputs["policy"], g.batch_size, g.max_prompt_tokens, recipe.model.trust_remote_code)
         # Each iteration samples under its own seed; the same recipe and iteration reproduce it exactly.
         sampling = Sampling(g.num_samples, g.temperature, g.top_p, g.max_new_tokens, seed=g.seed + iteration)
         started = time.time()
@@ -56,4 +56,4 @@ def generate(recipe: RecipeConfig, policy: Path, iteration: int, out: Path) -> M
         }
 
     fingerprint = f"{recipe.fingerprint('data', 'generate')}-iter{iteration}"
-    return commit_stage(out, "generate", fingerprint, {"policy": policy}, produce)
+    return commit_stage(ArtifactStore(recipe.store), out, "generate", fingerprint, {"policy": policy}, produce)

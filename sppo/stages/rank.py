@@ -13,14 +13,14 @@ from sppo.preferences import check_preference_matrix, win_rates
 from sppo.prompts import PromptRecord
 from sppo.schemas import GENERATIONS, PREFERENCES, read_rows, write_rows
 from sppo.stages.generate import GENERATIONS_FILE
-from sppo.store import Manifest, commit_stage
+from sppo.store import ArtifactStore, Manifest, commit_stage
 
 PREFERENCES_FILE = "preferences.parquet"
 
 
-def rank(recipe: RecipeConfig, generations: Path, out: Path) -> Manifest:
-    def produce(tmp: Path) -> dict:
-        rows = read_rows(generations / GENERATIONS_FILE, GENERATIONS)
+def rank(recipe: RecipeConfig, generations: str, out: str) -> Manifest:
+    def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
+        rows = read_rows(inputs["generations"] / GENERATIONS_FILE, GENERATIONS)
         judge = build_judge(recipe.judge)
         size = recipe.judge.batch_size
         ranked = []
@@ -41,4 +41,6 @@ def rank(recipe: RecipeConfig, generations: Path, out: Path) -> Manifest:
                 )
         return {"rows": write_rows(ranked, PREFERENCES, tmp / PREFERENCES_FILE), "judge": judge.name}
 
-    return commit_stage(out, "rank", recipe.fingerprint("judge"), {"generations": generations}, produce)
+    return commit_stage(
+        ArtifactStore(recipe.store), out, "rank", recipe.fingerprint("judge"), {"generations": generations}, produce
+    )

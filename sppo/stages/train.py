@@ -11,19 +11,19 @@ from sppo.config import RecipeConfig
 from sppo.models import configure_torch, load_policy, save_policy
 from sppo.schemas import PAIRS, read_rows
 from sppo.stages.dataset import TRAIN_FILE
-from sppo.store import Manifest, commit_stage
+from sppo.store import ArtifactStore, Manifest, commit_stage
 from sppo.training import tokenize_pairs, train_policy
 
 TRAIN_LOG = "train_log.jsonl"
 
 
-def train(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> Manifest:
+def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest:
     cfg = recipe.train
 
-    def produce(tmp: Path) -> dict:
+    def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
-        rows = read_rows(dataset / TRAIN_FILE, PAIRS)
-        model, tokenizer = load_policy(policy, recipe.model.trust_remote_code, training=True)
+        rows = read_rows(inputs["dataset"] / TRAIN_FILE, PAIRS)
+        model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
         pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
         history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
         save_policy(model, tokenizer, tmp)
@@ -39,4 +39,5 @@ def train(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> Manif
             "mean_loss": float(np.mean(losses)),
         }
 
-    return commit_stage(out, "model", recipe.fingerprint("train"), {"dataset": dataset, "reference": policy}, produce)
+    inputs = {"dataset": dataset, "reference": policy}
+    return commit_stage(ArtifactStore(recipe.store), out, "model", recipe.fingerprint("train"), inputs, produce)

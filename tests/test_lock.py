@@ -1,0 +1,55 @@
+"""One writer per run and iteration: a second writer fails clearly (or waits); a dead writer's lock is taken over."""
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from sppo.iteration import IterationLocked, iteration_lock
+from sppo.store import ArtifactStore
+
+
+def test_second_writer_fails_naming_the_holder(tmp_path):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    with iteration_lock(store, url):
+        with pytest.raises(IterationLocked, match=r"held by pid \d+ on .* another run of this iteration"):
+            with iteration_lock(store, url):
+                pass
+        assert store.exists(url)
+    assert not store.exists(url)
+
+
+def test_second_writer_can_wait_for_the_first(tmp_path):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    order = []
+
+    def first():
+        with iteration_lock(store, url):
+            order.append("first in")
+            time.sleep(0.5)
+            order.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    while not store.exists(url):
+        time.sleep(0.01)
+    with iteration_lock(store, url, wait_seconds=30, poll_seconds=0.05):
+        order.append("second in")
+    thread.join()
+    assert order == ["first in", "first out", "second in"]
+
+
+def test_lock_of_a_dead_process_is_taken_over(tmp_path):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.put_bytes(url, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": "then"}).encode())
+    with iteration_lock(store, url):
+        assert json.loads(store.read_bytes(url))["pid"] != dead.pid
