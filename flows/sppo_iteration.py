@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iteration", type=int, default=1)
     parser.add_argument("--config", default=DEFAULT_RECIPE, help="recipe YAML")
     parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another writer of the same iteration instead of failing at once",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",

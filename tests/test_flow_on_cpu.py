@@ -81,6 +81,16 @@ def test_iteration_without_previous_model_fails_clearly(smoke_run):
         sppo_iteration(run="other", iteration=3, config=SMOKE, overrides=overrides)
 
 
+def test_command_line_reports_mistakes_without_a_traceback(tmp_path, capsys):
+    from flows.sppo_iteration import main
+
+    code = main(
+        ["--run", "fresh", "--iteration", "2", "--config", SMOKE, "--lock-wait", "0", "--set", f"store={tmp_path}"]
+    )
+    assert code == 2
+    assert "error: iteration 2 starts from iteration 1's trained model" in capsys.readouterr().err
+
+
 def test_tasks_retry_crashes_but_not_mistakes():
     from prefect import flow, task
 
@@ -108,3 +118,22 @@ def test_tasks_retry_crashes_but_not_mistakes():
 
     both()
     assert calls == {"mistake": 1, "crash": 2}
+
+
+def test_changed_recipe_redoes_only_what_depends_on_it_into_a_new_version(smoke_run):
+    # Runs last in this module: it replaces iteration 1's model.
+    layout, overrides, _ = smoke_run
+    store = layout.store
+    untouched = {
+        s: store.read_bytes(f"{layout.stage_url(1, s)}/manifest.json") for s in ("generate", "rank", "dataset")
+    }
+    old_model = store.manifest(layout.model_url(1))
+    sppo_iteration(run="smoke", iteration=1, config=SMOKE, overrides=[*overrides, "train.learning_rate=2e-4"])
+    assert untouched == {s: store.read_bytes(f"{layout.stage_url(1, s)}/manifest.json") for s in untouched}
+    new_model = store.manifest(layout.model_url(1))
+    assert new_model.fingerprint != old_model.fingerprint
+    kept = sorted(Path(layout.iteration_url(1)).glob("model.superseded-*"))
+    assert kept and store.manifest(str(kept[-1])) == old_model, "the old model must be kept, not overwritten"
+    assert store.manifest(layout.stage_url(1, "evaluate")).inputs["policy"] == store.manifest_digest(
+        layout.model_url(1)
+    )
