@@ -7,6 +7,7 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Library loggers show up in flow-run logs (and the UI) beside Prefect's own.
 os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "sppo")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parent.parent / ".cache" / "prefect"))
 # Prefect creates its home but not the folders above it.
 Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
