@@ -1,14 +1,14 @@
-"""`python -m sppo prepare-base`: write a run's base model (iteration 0) without starting Prefect,
-so `make setup` leaves a ready model behind."""
+"""`python -m sppo`: small commands that need neither Prefect nor Ray.
+
+prepare-base writes a run's base model (iteration 0) so `make setup` leaves a ready model behind;
+runs / show / compare / best inspect a store (see sppo.runs)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from sppo.config import ConfigError, load_recipe
-from sppo.stages.base import prepare_base
-from sppo.store import ArtifactStore, RunLayout
+from sppo import runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,12 +17,24 @@ def main(argv: list[str] | None = None) -> int:
     base = sub.add_parser("prepare-base", help="write <store>/<run>/iter-000/model from the recipe's model.base")
     base.add_argument("--run", default="default")
     base.add_argument("--config", default="configs/cpu-smollm2.yaml")
+    runs.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command != "prepare-base":
+        return runs.run_command(args)
+    return cmd_prepare_base(args)
+
+
+def cmd_prepare_base(args: argparse.Namespace) -> int:
+    from sppo.config import ConfigError, load_recipe
+
     try:
         recipe = load_recipe(args.config)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from sppo.stages.base import prepare_base  # imports torch: only when needed
+    from sppo.store import ArtifactStore, RunLayout
+
     out = RunLayout(ArtifactStore(recipe.store), args.run).model_url(0)
     manifest = prepare_base(recipe, out)
     print(f"base model {manifest.info.get('source')} ready at {out}")
