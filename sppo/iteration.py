@@ -39,12 +39,12 @@ def starting_policy(layout: RunLayout, iteration: int) -> str:
     return url
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return True
     return True
 
@@ -67,7 +67,7 @@ def iteration_lock(
                 holder = json.loads(store.read_bytes(url))
             except (FileNotFoundError, ValueError):
                 continue  # released (or being written) between our two calls: try again
-            if holder.get("host") == me["host"] and not _process_alive(int(holder.get("pid", -1))):
+            if holder.get("host") == me["host"] and not process_alive(int(holder.get("pid", -1))):
                 log.warning("taking over %s from dead process %s", url, holder.get("pid"))
                 store.remove(url)
                 continue

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import posixpath
 import re
 import socket
@@ -18,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sppo.iteration import process_alive
 from sppo.store import MANIFEST, STAGES, ArtifactStore, CorruptArtifactError, Manifest, RunLayout
 
 BEST_FILE = "BEST.json"
@@ -111,18 +111,8 @@ def _holder(store: ArtifactStore, url: str) -> dict[str, Any]:
     if not isinstance(holder, dict):
         return {}
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-        holder["alive"] = _process_alive(holder["pid"])
+        holder["alive"] = process_alive(holder["pid"])
     return holder
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def iteration_status(store: ArtifactStore, run: str, iteration: int, lock: bool) -> IterationStatus:
