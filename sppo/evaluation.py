@@ -11,27 +11,32 @@ from sppo.judges.base import Judge
 from sppo.prompts import PromptRecord
 
 
-def head_to_head(
-    judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[str], theirs: Sequence[str]
-) -> dict[str, float]:
+def _rate(outcomes: np.ndarray) -> dict[str, float]:
+    n = len(outcomes)
+    rate = float(outcomes.mean()) if n else float("nan")
+    half = 1.96 * float(outcomes.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.5
+    return {"win_rate": rate, "ci95_low": max(0.0, rate - half), "ci95_high": min(1.0, rate + half), "n": n}
+
+
+def head_to_head(judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[str], theirs: Sequence[str]) -> dict:
     """Win rate of `ours` over `theirs`: a win counts 1, a tie 1/2. The interval is the normal
-    approximation over per-prompt outcomes (n is in the hundreds here)."""
+    approximation over per-prompt outcomes (n is in the hundreds here).
+
+    `by_length` splits the prompts by whether ours is shorter, about as long (within 20%) or longer
+    than theirs: a policy that only wins where it is longer is buying wins with length."""
     verdicts = judge.judge(prompts, [[a, b] for a, b in zip(ours, theirs, strict=True)])
     outcomes = np.array(
         [1.0 if v.scores[0] > v.scores[1] else 0.5 if v.scores[0] == v.scores[1] else 0.0 for v in verdicts]
     )
-    n = len(outcomes)
-    rate = float(outcomes.mean())
-    half = 1.96 * float(outcomes.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.5
+    ratio = np.array([(len(a.split()) + 1) / (len(b.split()) + 1) for a, b in zip(ours, theirs, strict=True)])
+    buckets = {"shorter": ratio < 1 / 1.2, "similar": (ratio >= 1 / 1.2) & (ratio <= 1.2), "longer": ratio > 1.2}
     return {
-        "win_rate": rate,
-        "ci95_low": max(0.0, rate - half),
-        "ci95_high": min(1.0, rate + half),
+        **_rate(outcomes),
         "mean_preference": float(np.mean([v.matrix[0][1] for v in verdicts])),
         "wins": int((outcomes == 1.0).sum()),
         "ties": int((outcomes == 0.5).sum()),
         "losses": int((outcomes == 0.0).sum()),
-        "n": n,
+        "by_length": {name: _rate(outcomes[mask]) for name, mask in buckets.items()},
     }
 
 
@@ -39,13 +44,18 @@ def response_stats(
     prompts: Sequence[PromptRecord], responses: Sequence[str], num_tokens: Sequence[int]
 ) -> dict[str, float]:
     from sppo.constraints import check
+    from sppo.judges.rule import score_parts
 
     checked = [[check(c, r) for c in p.constraints] for p, r in zip(prompts, responses, strict=True)]
     with_constraints = [c for c in checked if c]
+    parts = [score_parts(p, r) for p, r in zip(prompts, responses, strict=True)]
     return {
         "mean_response_tokens": float(np.mean(num_tokens)),
         "mean_response_words": float(np.mean([len(r.split()) for r in responses])),
         "empty_rate": float(np.mean([not r.strip() for r in responses])),
+        # Fluency guards: replies that loop a phrase, or parrot the prompt (the rule judge's penalties).
+        "loop_rate": float(np.mean([p.repetition > 0 for p in parts])),
+        "copy_rate": float(np.mean([p.copying > 0 for p in parts])),
         # Share of individual constraints met, and of prompts whose every constraint is met.
         "constraint_pass_rate": float(np.mean([x for c in with_constraints for x in c])) if with_constraints else None,
         "prompt_pass_rate": float(np.mean([all(c) for c in with_constraints])) if with_constraints else None,

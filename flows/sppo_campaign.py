@@ -1,0 +1,69 @@
+"""The `sppo-campaign` flow: iterations 1..N of one run, each a `sppo-iteration` subflow. Re-running it
+resumes: finished stages are skipped by their manifests.
+
+`--losses sppo dpo sppo_hard` runs one campaign per loss (runs `<run>-<loss>`, same recipe and data
+otherwise) and `--report PATH` writes the side-by-side report (PATH.md and PATH.png)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow
+
+from flows.sppo_iteration import DEFAULT_RECIPE, sppo_iteration
+from sppo.config import load_recipe
+from sppo.iteration import IterationLocked
+from sppo.report import write_report
+from sppo.store import ArtifactStore
+
+
+@flow(name="sppo-campaign")
+def sppo_campaign(
+    run: str = "default", iterations: int = 3, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
+) -> list[str]:
+    """Returns the URLs of each iteration's evaluate folder."""
+    return [
+        sppo_iteration(run=run, iteration=t, config=config, overrides=overrides or []) for t in range(1, iterations + 1)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default="default")
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--config", default=DEFAULT_RECIPE)
+    parser.add_argument("--losses", nargs="+", metavar="LOSS", help="one campaign per loss, as runs <run>-<loss>")
+    parser.add_argument("--report", type=Path, metavar="PATH", help="write PATH.md and PATH.png across the runs")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    args = parser.parse_args(argv)
+    runs = {loss: f"{args.run}-{loss.replace('_', '-')}" for loss in args.losses} if args.losses else {"": args.run}
+    try:
+        for loss, run in runs.items():
+            extra = [f"train.loss={loss}"] if loss else []
+            sppo_campaign(run=run, iterations=args.iterations, config=args.config, overrides=[*args.overrides, *extra])
+        if args.report:
+            recipe = load_recipe(args.config, args.overrides)
+            notes = (
+                f"Recipe `{args.config}`{' with ' + ', '.join(args.overrides) if args.overrides else ''}; "
+                f"{recipe.data.eval_prompts} held-out prompts judged by the {recipe.judge.type} judge. "
+                "Win rates count ties as 1/2; 'similar length' keeps prompts where the two answers' "
+                "word counts are within 20%."
+            )
+            path = write_report(
+                ArtifactStore(recipe.store),
+                {loss or run: run for loss, run in runs.items()},
+                args.report,
+                title="SPPO on CPU: results",
+                notes=notes,
+            )
+            print(f"report: {path}")
+    except (ValueError, IterationLocked) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Two-iteration campaigns of two losses on the smoke recipe, and the report written from them."""
+
+import json
+
+from flows.sppo_campaign import main
+from sppo.report import collect
+from sppo.store import ArtifactStore
+
+from .conftest import REPO
+
+
+def test_campaigns_per_loss_and_their_report(tmp_path):
+    report = tmp_path / "docs" / "results"
+    code = main(
+        [
+            "--run",
+            "c",
+            "--iterations",
+            "2",
+            "--config",
+            str(REPO / "configs" / "smoke.yaml"),
+            "--losses",
+            "sppo",
+            "dpo",
+            "--report",
+            str(report),
+            "--set",
+            f"store={tmp_path / 'store'}",
+            "--set",
+            f"data.prompts={REPO / 'data' / 'prompts.jsonl'}",
+        ]
+    )
+    assert code == 0
+    store = ArtifactStore(tmp_path / "store")
+    results = collect(store, {"sppo": "c-sppo", "dpo": "c-dpo"})
+    assert [(r.label, r.iteration) for r in results] == [("sppo", 1), ("sppo", 2), ("dpo", 1), ("dpo", 2)]
+    assert store.manifest(f"{tmp_path / 'store'}/c-dpo/iter-002/model").info["loss"] == "dpo"
+    text = report.with_suffix(".md").read_text()
+    assert text.count("| sppo |") == 2 and text.count("| dpo |") == 2 and "results.png" in text
+    assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((tmp_path / "store" / "c-sppo" / "iter-002" / "evaluate" / "metrics.json").read_text())
+    assert {"shorter", "similar", "longer"} == set(metrics["vs_base"]["by_length"])
+    assert 0.0 <= metrics["policy"]["loop_rate"] <= 1.0
