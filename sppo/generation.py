@@ -41,21 +41,57 @@ class Generator(Protocol):
 
 @dataclass(frozen=True)
 class Batch:
+    """One unit of generation work: it carries its prompts' token ids, so any worker can run it."""
+
     index: int
     prompt_indices: tuple[int, ...]
+    input_ids: tuple[tuple[int, ...], ...]
 
 
-def plan_batches(prompt_lengths: Sequence[int], prompts_per_batch: int) -> list[Batch]:
+def plan_batches(encoded: Sequence[Sequence[int]], prompts_per_batch: int) -> list[Batch]:
     """Longest prompts first (padding waste is smallest among similar lengths); ties by position."""
-    order = sorted(range(len(prompt_lengths)), key=lambda i: (-prompt_lengths[i], i))
-    return [
-        Batch(index=n, prompt_indices=tuple(order[start : start + prompts_per_batch]))
-        for n, start in enumerate(range(0, len(order), prompts_per_batch))
-    ]
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
+    batches = []
+    for n, start in enumerate(range(0, len(order), prompts_per_batch)):
+        indices = tuple(order[start : start + prompts_per_batch])
+        batches.append(Batch(index=n, prompt_indices=indices, input_ids=tuple(tuple(encoded[i]) for i in indices)))
+    return batches
 
 
 def batch_seed(base_seed: int, batch: Batch) -> int:
     return (base_seed * 1_000_003 + batch.index) % (2**63)
+
+
+def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+    return list(ids)[-max_prompt_tokens:]
+
+
+def plan_generation(
+    tokenizer, prompts: Sequence[str], batch_size: int, max_prompt_tokens: int, num_samples: int
+) -> list[Batch]:
+    """The batches that sample every prompt; needs only the tokenizer, so a driver can plan for remote workers."""
+    encoded = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts]
+    return plan_batches(encoded, max(1, batch_size // num_samples))
+
+
+def completions_in_prompt_order(
+    batches: Sequence[Batch], per_batch: Sequence[Sequence[list[Completion]]], num_prompts: int
+) -> list[list[Completion]]:
+    """Merge generate_batches' results (any subset order, one entry per batch) back into prompt order."""
+    results: list[list[Completion] | None] = [None] * num_prompts
+    for batch, completions in zip(batches, per_batch, strict=True):
+        for prompt_index, cs in zip(batch.prompt_indices, completions, strict=True):
+            results[prompt_index] = cs
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise RuntimeError(f"no completions for prompts {missing[:5]}: the batches do not cover every prompt")
+    return results  # type: ignore[return-value]
 
 
 class HFGenerator:
@@ -74,27 +110,21 @@ class HFGenerator:
         self.max_prompt_tokens = max_prompt_tokens
         self.progress = progress
 
-    def encode(self, prompt: str) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=False,
-        )
-        return list(ids)[-self.max_prompt_tokens :]
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+        k = sampling.num_samples
+        batches = plan_generation(self.tokenizer, prompts, self.batch_size, self.max_prompt_tokens, k)
+        return completions_in_prompt_order(batches, self.generate_batches(batches, sampling), len(prompts))
 
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
-        encoded = [self.encode(p) for p in prompts]
-        per_batch = max(1, self.batch_size // sampling.num_samples)
-        results: list[list[Completion]] = [[] for _ in prompts]
+    def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
+        """For each batch, for each of its prompts, sampling.num_samples completions."""
         eos_id = self.tokenizer.eos_token_id
         pad_id = self.tokenizer.pad_token_id
-        batches = plan_batches([len(e) for e in encoded], per_batch)
+        results = []
         for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress):
-            rows = [encoded[i] for i in batch.prompt_indices]
+            rows = batch.input_ids
             width = max(len(r) for r in rows)
-            input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+            input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows])
             attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
             torch.manual_seed(batch_seed(sampling.seed, batch))
             sample = sampling.temperature > 0
@@ -110,11 +140,13 @@ class HFGenerator:
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
             )
-            new_tokens = out[:, width:].tolist()
-            for row, tokens in enumerate(new_tokens):
+            completions: list[list[Completion]] = [[] for _ in rows]
+            for row, tokens in enumerate(out[:, width:].tolist()):
                 finished = eos_id in tokens
                 tokens = tokens[: tokens.index(eos_id)] if finished else tokens
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-                prompt_index = batch.prompt_indices[row // sampling.num_samples]
-                results[prompt_index].append(Completion(text=text, num_tokens=len(tokens), finished=finished))
+                completions[row // sampling.num_samples].append(
+                    Completion(text=text, num_tokens=len(tokens), finished=finished)
+                )
+            results.append(completions)
         return results

@@ -93,8 +93,8 @@ def require_chat_template(tokenizer, where: str | Path) -> None:
         )
 
 
-def load_policy(model_dir: str | Path, trust_remote_code: bool = False, training: bool = False):
-    """An iteration's policy: fp32 (bf16 distorts log-ratios on CPU) and a left-padding tokenizer."""
+def load_policy_tokenizer(model_dir: str | Path, trust_remote_code: bool = False):
+    """A policy folder's tokenizer, checked for a chat template, padding on the left."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir} is not a model folder (no config.json)")
@@ -103,6 +103,12 @@ def load_policy(model_dir: str | Path, trust_remote_code: bool = False, training
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(model_dir: str | Path, trust_remote_code: bool = False, training: bool = False):
+    """An iteration's policy: fp32 (bf16 distorts log-ratios on CPU) and a left-padding tokenizer."""
+    tokenizer = load_policy_tokenizer(model_dir, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
     model.train(training)
     return model, tokenizer

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+GENERATIONS_FILE = "generations.parquet"  # in the generate stage's folder; rank reads it without loading torch
 GENERATIONS = pa.schema(
     [
         ("prompt_id", pa.string()),

@@ -7,7 +7,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from sppo.config import RecipeConfig
+from sppo.config import ComputeConfig, RecipeConfig
+from sppo.runner import Runner, run_in_process
 from sppo.stages.base import prepare_base
 from sppo.stages.dataset import build_dataset
 from sppo.stages.evaluate import METRICS_FILE, evaluate
@@ -38,6 +39,15 @@ STAGE = dict(
 )
 
 
+def _runner(compute: ComputeConfig, workers: int) -> Runner:
+    """Where a stage's work units run: here, or on `workers` Ray actors (recipe section `compute`)."""
+    if compute.executor == "local":
+        return run_in_process
+    from distributed.ray_pool import RayRunner  # only now: the local executor never imports Ray
+
+    return RayRunner.for_stage(compute, workers)
+
+
 def _done(manifest: Manifest, out: str) -> str:
     get_run_logger().info("%s: %s rows in %.1f s -> %s", manifest.stage, manifest.rows, manifest.seconds, out)
     return out
@@ -50,12 +60,13 @@ def prepare_base_task(recipe: RecipeConfig, out: str) -> str:
 
 @task(name="generate", **STAGE)
 def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> str:
-    return _done(generate(recipe, policy, iteration, out), out)
+    runner = _runner(recipe.compute, recipe.compute.generate_workers)
+    return _done(generate(recipe, policy, iteration, out, runner), out)
 
 
 @task(name="rank", **STAGE)
 def rank_task(recipe: RecipeConfig, generations: str, out: str) -> str:
-    return _done(rank(recipe, generations, out), out)
+    return _done(rank(recipe, generations, out, _runner(recipe.compute, recipe.compute.rank_workers)), out)
 
 
 @task(name="build-parquet", **STAGE)

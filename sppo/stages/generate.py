@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
 
-from sppo.config import RecipeConfig
-from sppo.generation import HFGenerator, Sampling
-from sppo.models import configure_torch
+from sppo.config import GenerateConfig, RecipeConfig
+from sppo.generation import Batch, Completion, HFGenerator, Sampling, completions_in_prompt_order, plan_generation
+from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_prompts, split_prompts
-from sppo.schemas import GENERATIONS, write_rows
+from sppo.runner import Runner, run_in_process
+from sppo.schemas import GENERATIONS, GENERATIONS_FILE, write_rows
 from sppo.store import ArtifactStore, Manifest, commit_stage
-
-GENERATIONS_FILE = "generations.parquet"
 
 
 def load_splits(recipe: RecipeConfig):
@@ -25,17 +25,54 @@ def training_prompts(recipe: RecipeConfig, iteration: int) -> list[PromptRecord]
     return load_splits(recipe).for_iteration(iteration, recipe.data.prompts_per_iteration)
 
 
-def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> Manifest:
+class GenerationWorker:
+    """One generation engine: loads pi_t once, then samples whatever batches it is handed."""
+
+    def __init__(
+        self,
+        store: str,
+        policy_url: str,
+        policy_dir: str,
+        cfg: GenerateConfig,
+        sampling: Sampling,
+        trust_remote_code: bool,
+        threads: int | None,
+    ):
+        configure_torch(threads)
+        # The driver's verified copy when this machine sees it (same host, shared disk), else our own.
+        folder = Path(policy_dir) if Path(policy_dir).is_dir() else ArtifactStore(store).local_copy(policy_url)
+        self.generator = HFGenerator(folder, cfg.batch_size, cfg.max_prompt_tokens, trust_remote_code)
+        self.sampling = sampling
+
+    def __call__(self, batches: list[Batch]) -> list[list[list[Completion]]]:
+        return self.generator.generate_batches(batches, self.sampling)
+
+
+def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner: Runner = run_in_process) -> Manifest:
+    """`runner` decides where the generation batches run (in this process by default); the output does not
+    depend on it: batches are planned here from the whole prompt list and each draws its own seed."""
     g = recipe.generate
     records = training_prompts(recipe, iteration)  # before the model loads: a bad prompt file fails fast
 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
-        generator = HFGenerator(inputs["policy"], g.batch_size, g.max_prompt_tokens, recipe.model.trust_remote_code)
         # Each iteration samples under its own seed; the same recipe and iteration reproduce it exactly.
         sampling = Sampling(g.num_samples, g.temperature, g.top_p, g.max_new_tokens, seed=g.seed + iteration)
+        prompts = [r.prompt for r in records]
+        tokenizer = load_policy_tokenizer(inputs["policy"], recipe.model.trust_remote_code)
+        batches = plan_generation(tokenizer, prompts, g.batch_size, g.max_prompt_tokens, g.num_samples)
+        make_worker = functools.partial(
+            GenerationWorker,
+            recipe.store,
+            policy,
+            str(inputs["policy"]),
+            g,
+            sampling,
+            recipe.model.trust_remote_code,
+            recipe.threads,
+        )
         started = time.time()
-        completions = generator.generate([r.prompt for r in records], sampling)
+        completions = completions_in_prompt_order(batches, runner(make_worker, batches), len(prompts))
         seconds = time.time() - started
         rows = [
             {
@@ -55,5 +92,6 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> Man
             "tokens_per_second": round(tokens / max(seconds, 1e-9), 2),
         }
 
+    # No `compute` section here: where the batches run never changes what they produce.
     fingerprint = f"{recipe.fingerprint('data', 'generate')}-iter{iteration}"
     return commit_stage(ArtifactStore(recipe.store), out, "generate", fingerprint, {"policy": policy}, produce)

@@ -2,45 +2,61 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sppo.config import RecipeConfig
+from sppo.config import JudgeConfig, RecipeConfig
 from sppo.judges import build_judge
 from sppo.preferences import check_preference_matrix, win_rates
 from sppo.prompts import PromptRecord
-from sppo.schemas import GENERATIONS, PREFERENCES, read_rows, write_rows
-from sppo.stages.generate import GENERATIONS_FILE
+from sppo.runner import Runner, run_in_process
+from sppo.schemas import GENERATIONS, GENERATIONS_FILE, PREFERENCES, read_rows, write_rows
 from sppo.store import ArtifactStore, Manifest, commit_stage
 
 PREFERENCES_FILE = "preferences.parquet"
 
 
-def rank(recipe: RecipeConfig, generations: str, out: str) -> Manifest:
+class RankWorker:
+    """One judge: built once, then ranks whatever chunks of generation rows it is handed."""
+
+    def __init__(self, cfg: JudgeConfig):
+        self.judge = build_judge(cfg)
+
+    def __call__(self, chunks: list[list[dict]]) -> list[list[dict]]:
+        return [self.rank_chunk(chunk) for chunk in tqdm(chunks, desc="rank", unit="batch")]
+
+    def rank_chunk(self, chunk: list[dict]) -> list[dict]:
+        prompts = [PromptRecord(r["prompt_id"], r["prompt"], tuple(json.loads(r["constraints"]))) for r in chunk]
+        ranked = []
+        for row, verdict in zip(chunk, self.judge.judge(prompts, [r["responses"] for r in chunk]), strict=True):
+            check_preference_matrix(verdict.matrix, where=f"{self.judge.name} judge, prompt {row['prompt_id']}")
+            ranked.append(
+                {
+                    "prompt_id": row["prompt_id"],
+                    "prompt": row["prompt"],
+                    "responses": row["responses"],
+                    "scores": [float(s) for s in verdict.scores],
+                    "matrix": verdict.matrix.tolist(),
+                    "win_rates": win_rates(verdict.matrix).tolist(),
+                }
+            )
+        return ranked
+
+
+def rank(recipe: RecipeConfig, generations: str, out: str, runner: Runner = run_in_process) -> Manifest:
+    """`runner` decides where the judge batches run (in this process by default); rows keep their order."""
+
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         rows = read_rows(inputs["generations"] / GENERATIONS_FILE, GENERATIONS)
-        judge = build_judge(recipe.judge)
         size = recipe.judge.batch_size
-        ranked = []
-        for start in tqdm(range(0, len(rows), size), desc="rank", unit="batch"):
-            chunk = rows[start : start + size]
-            prompts = [PromptRecord(r["prompt_id"], r["prompt"], tuple(json.loads(r["constraints"]))) for r in chunk]
-            for row, verdict in zip(chunk, judge.judge(prompts, [r["responses"] for r in chunk]), strict=True):
-                check_preference_matrix(verdict.matrix, where=f"{judge.name} judge, prompt {row['prompt_id']}")
-                ranked.append(
-                    {
-                        "prompt_id": row["prompt_id"],
-                        "prompt": row["prompt"],
-                        "responses": row["responses"],
-                        "scores": [float(s) for s in verdict.scores],
-                        "matrix": verdict.matrix.tolist(),
-                        "win_rates": win_rates(verdict.matrix).tolist(),
-                    }
-                )
-        return {"rows": write_rows(ranked, PREFERENCES, tmp / PREFERENCES_FILE), "judge": judge.name}
+        chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
+        ranked = [row for chunk in runner(functools.partial(RankWorker, recipe.judge), chunks) for row in chunk]
+        return {"rows": write_rows(ranked, PREFERENCES, tmp / PREFERENCES_FILE), "judge": recipe.judge.type}
 
+    # No `compute` section here: where the chunks run never changes the verdicts.
     return commit_stage(
         ArtifactStore(recipe.store), out, "rank", recipe.fingerprint("judge"), {"generations": generations}, produce
     )

@@ -1,0 +1,112 @@
+"""One Ray actor per engine: each builds its worker once (loads the model or the judge), the work units
+are dealt round-robin across the actors, and the results come back in the order of the units.
+
+Round-robin because generation batches arrive longest first: dealing them out gives every actor a mix
+of long and short ones. The results do not depend on the number of actors (sppo.generation: each batch
+draws its own seed)."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from sppo.config import ComputeConfig
+from sppo.runner import Worker
+
+LOCAL_TEMP_DIR = Path(__file__).resolve().parent.parent / ".cache" / "ray"
+_connect_lock = threading.Lock()
+
+
+def connect(address: str | None, num_cpus: int | None = None) -> None:
+    """Join the cluster at `address`, or start a local Ray (num_cpus logical CPUs) when it is None.
+
+    A no-op when this process is already connected; a local Ray lives until this process exits."""
+    with _connect_lock:
+        if ray.is_initialized():
+            return
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes a token into ~/.ray
+        if address is None:
+            temp_dir = os.environ.get("RAY_TMPDIR") or str(LOCAL_TEMP_DIR)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir)
+        else:
+            ray.init(address=address)
+
+
+@ray.remote
+class EngineActor:
+    def __init__(self, make_worker: Callable[[], Worker]):
+        self.worker = make_worker()
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def run(self, units: list[Any]) -> list[Any]:
+        return self.worker(units)
+
+    def node(self) -> str:
+        return self.node_id
+
+
+def map_units(
+    make_worker: Callable[[], Worker],
+    units: Sequence[Any],
+    workers: int,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
+) -> tuple[list[Any], list[str]]:
+    """Results for `units` in their order, and the node id of each actor that ran them."""
+    units = list(units)
+    if not units:
+        return [], []
+    count = min(workers, len(units))
+    options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD")
+    actors = [EngineActor.options(**options).remote(make_worker) for _ in range(count)]
+    try:
+        shards = [list(range(first, len(units), count)) for first in range(count)]
+        pending = [actor.run.remote([units[i] for i in shard]) for actor, shard in zip(actors, shards, strict=True)]
+        node_ids = ray.get([actor.node.remote() for actor in actors])
+        results: list[Any] = [None] * len(units)
+        for shard, out in zip(shards, ray.get(pending), strict=True):
+            if len(out) != len(shard):
+                raise RuntimeError(f"a worker returned {len(out)} results for {len(shard)} work units")
+            for i, result in zip(shard, out, strict=True):
+                results[i] = result
+        return results, node_ids
+    finally:
+        for actor in actors:
+            ray.kill(actor)  # free the model copies now, not when the driver exits
+
+
+@dataclass
+class RayRunner:
+    """A sppo.runner.Runner over `workers` Ray actors; `node_ids` says where the last call's actors ran."""
+
+    workers: int
+    address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    local_cpus: int | None = None  # logical CPUs of a Ray started here (address None)
+    node_ids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_stage(cls, compute: ComputeConfig, workers: int) -> RayRunner:
+        # A local Ray gets enough logical CPUs for the larger stage: oversubscribing a small machine is
+        # slower, actors that can never be placed would wait forever.
+        needed = math.ceil(max(compute.generate_workers, compute.rank_workers) * compute.cpus_per_worker)
+        return cls(
+            workers=workers,
+            address=compute.ray_address,
+            cpus_per_worker=compute.cpus_per_worker,
+            gpus_per_worker=compute.gpus_per_worker,
+            local_cpus=max(os.cpu_count() or 1, needed),
+        )
+
+    def __call__(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
+        connect(self.address, self.local_cpus)
+        results, self.node_ids = map_units(make_worker, units, self.workers, self.cpus_per_worker, self.gpus_per_worker)
+        return results

@@ -1,0 +1,27 @@
+"""Where a stage's work units run: the library only says what one unit is and how a worker is built.
+
+A stage hands a runner `make_worker` (a picklable, argument-free factory: it loads the model or the
+judge once) and its work units; the worker maps a list of units to one result per unit, in order. The
+runner returns one result per unit in the order given, wherever it ran them: `run_in_process` (the
+default) builds one worker here; distributed.ray_pool.RayRunner builds one per Ray actor and shards
+the units across them. Results depend only on the units, never on how they were spread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+Worker = Callable[[list[Any]], list[Any]]
+
+
+class Runner(Protocol):
+    def __call__(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
+        """One result per unit, in the order of `units`."""
+        ...
+
+
+def run_in_process(make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
+    results = make_worker()(list(units))
+    if len(results) != len(units):
+        raise RuntimeError(f"worker returned {len(results)} results for {len(units)} work units")
+    return results

@@ -1,0 +1,57 @@
+"""generate and rank on Ray actors give exactly what they give in-process; the local executor never imports Ray."""
+
+import ast
+import os
+
+import pytest
+
+from sppo.config import ComputeConfig, load_recipe
+from sppo.runner import run_in_process
+from tasks.stages import _runner
+
+from .conftest import REPO
+from .ray_cluster import RAY_ENV, generate_and_rank, stage_recipe
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.update(RAY_ENV)
+    import ray
+
+    from distributed.ray_pool import connect
+
+    connect(None, num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def test_two_ray_actors_match_one_in_process_worker(tmp_path, tiny_model_dir, local_ray):
+    from distributed.ray_pool import RayRunner
+
+    recipe = stage_recipe(tmp_path / "store", tiny_model_dir)
+    expected = generate_and_rank(recipe, "local")
+    generate_runner, rank_runner = RayRunner(workers=2), RayRunner(workers=2)
+    got = generate_and_rank(recipe, "ray", generate_runner, rank_runner)
+    assert got == expected
+    assert [r["prompt_id"] for r in got[0]] == [r["prompt_id"] for r in expected[0]]
+    assert len(set(r["responses"][0] for r in got[0])) > 1  # really sampled, not one empty string
+    assert len(generate_runner.node_ids) == 2 and len(rank_runner.node_ids) == 2
+
+
+def test_compute_is_no_part_of_any_fingerprint():
+    local = load_recipe(None, [])
+    ray = load_recipe(None, ["compute.executor=ray", "compute.generate_workers=4", "compute.ray_address=auto"])
+    assert local.fingerprint() == ray.fingerprint()
+    assert local.fingerprint("data", "generate") == ray.fingerprint("data", "generate")
+    with pytest.raises(ValueError, match="compute"):
+        local.fingerprint("compute")
+
+
+def test_local_executor_never_imports_ray():
+    # No module outside distributed/ imports Ray (or distributed/) at its top level; the executor picks here.
+    for path in [*REPO.glob("sppo/**/*.py"), *REPO.glob("tasks/*.py"), *REPO.glob("flows/*.py")]:
+        for node in ast.parse(path.read_text()).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] in ("ray", "distributed") for n in names), f"{path}: {names}"
+    assert _runner(ComputeConfig(), 1) is run_in_process
