@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Section(BaseModel):
@@ -66,6 +66,17 @@ class JudgeConfig(_Section):
     rule_scale: float = Field(5.0, gt=0.0, description="Rule judge: P_ij = sigmoid(rule_scale * (s_i - s_j)).")
 
 
+class DeepSpeedConfig(_Section):
+    config: str = Field(
+        "configs/deepspeed/zero3.json",
+        description='DeepSpeed JSON; its "auto" fields are filled from the train section.',
+    )
+    stage: Literal[0, 1, 2, 3] = Field(3, description="ZeRO stage; overrides the JSON.")
+    offload_optimizer: bool = Field(False, description="Optimizer state on CPU (ZeRO-Offload); overrides the JSON.")
+    offload_params: bool = Field(False, description="Parameters on CPU between uses (ZeRO-3 only); overrides the JSON.")
+    bf16: bool = Field(False, description="bf16 weights and compute (GPUs); on CPU bf16 distorts log-ratios.")
+
+
 class TrainConfig(_Section):
     loss: Literal["sppo", "sppo_single", "sppo_hard", "dpo"] = Field("sppo")
     beta: float = Field(1e-3, gt=0.0, description="KL strength; eta = 1/beta scales the SPPO targets.")
@@ -80,6 +91,24 @@ class TrainConfig(_Section):
     max_length: int = Field(1024, ge=16, description="Prompt + response tokens, longer pairs are truncated.")
     max_prompt_length: int = Field(512, ge=8)
     seed: int = Field(0)
+    processes: int = Field(
+        1,
+        ge=1,
+        description="Training processes on this node (one per GPU); > 1 needs `deepspeed`. The global "
+        "batch is batch_size * grad_accum * processes pairs.",
+    )
+    launcher: Literal["torchrun", "deepspeed"] = Field(
+        "torchrun", description="Launcher the train stage runs `python -m sppo.train_distributed` under."
+    )
+    deepspeed: DeepSpeedConfig | None = Field(
+        None, description="Train under DeepSpeed ZeRO in a launched job (sppo.train_distributed); None: in process."
+    )
+
+    @model_validator(mode="after")
+    def _processes_need_deepspeed(self) -> TrainConfig:
+        if self.processes > 1 and self.deepspeed is None:
+            raise ValueError(f"processes={self.processes} needs a `deepspeed:` section, e.g. `deepspeed: {{stage: 3}}`")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -88,6 +117,27 @@ class EvaluateConfig(_Section):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     seed: int = Field(1234, description="Fixed seed so every model answers under the same sampling noise.")
     num_samples_shown: int = Field(4, ge=0, description="Sample responses copied into metrics.json.")
+
+
+class ComputeConfig(_Section):
+    """Where generation and ranking run. Never part of a stage fingerprint: it does not change results."""
+
+    executor: Literal["local", "ray"] = Field(
+        "local",
+        description="'local': in this process, Ray never imported; 'ray': one Ray actor per engine, work units "
+        "sharded across the actors and merged back in prompt order.",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="executor 'ray' only: address of an existing cluster ('auto', 'host:port', 'ray://host:10001'); "
+        "None starts a local Ray on demand (no dashboard, temp dir under .cache/ray or $RAY_TMPDIR).",
+    )
+    generate_workers: int = Field(1, ge=1, description="Generation actors (one model copy each).")
+    rank_workers: int = Field(1, ge=1, description="Judge actors (one judge each).")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="Ray CPUs reserved by each actor.")
+    gpus_per_worker: float = Field(
+        0.0, ge=0.0, description="Ray GPUs reserved by each actor (for GPU engines such as vLLM; 0 on CPU)."
+    )
 
 
 class RecipeConfig(_Section):
@@ -100,10 +150,13 @@ class RecipeConfig(_Section):
     judge: JudgeConfig = JudgeConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    compute: ComputeConfig = ComputeConfig()
 
     def fingerprint(self, *sections: str) -> str:
-        """Hash of the named sections (all when none): what a stage's output depends on."""
-        data = self.model_dump(mode="json")
+        """Hash of the named sections (all but `compute` when none): what a stage's output depends on."""
+        data = self.model_dump(mode="json", exclude={"compute"})
+        if "compute" in sections:
+            raise ValueError("`compute` says where work runs, not what it produces: keep it out of fingerprints")
         picked = {k: data[k] for k in sections} if sections else data
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 

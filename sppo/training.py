@@ -1,7 +1,7 @@
-"""SPPO training of pi_{t+1} from pi_t on one process (fp32; DeepSpeed reuses these pieces).
+"""SPPO training of pi_{t+1} from pi_t: one loop for one process (fp32) and for every rank of a DeepSpeed job.
 
 pi_ref is pi_t, the policy that generated the data. The policy starts out equal to pi_t, so the
-reference log-probs are computed once, from the policy itself in inference mode, before the first
+reference log-probs are computed once, from the policy itself without gradients, before the first
 update: no frozen copy sits in memory and no step pays for a second forward pass."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -82,21 +83,42 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return (token_logps * batch["response_mask"][:, 1:]).sum(dim=1)
 
 
-@torch.inference_mode()
+def world() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel job; (0, 1) in a single process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if world()[1] > 1:
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
+# no_grad, not inference_mode: ZeRO-3's parameter hooks must run (and may allocate) inside this forward.
+@torch.no_grad()
 def reference_logprobs(
     model, pairs: Sequence[TokenizedPair], batch_size: int, pad_id: int, progress: bool = False
 ) -> torch.Tensor:
-    """(N, 2) log pi_ref of (chosen, rejected) for every pair, from the not-yet-updated policy."""
+    """(N, 2) log pi_ref of (chosen, rejected) for every pair, from the not-yet-updated policy.
+
+    With several ranks each computes every world-th batch and the rows are summed across ranks; a rank
+    short of a batch recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward."""
+    rank, size = world()
     was_training = model.training
     model.eval()
-    out = []
-    starts = range(0, len(pairs), batch_size)
-    for start in tqdm(starts, desc="reference log-probs", unit="batch", disable=not progress):
-        chunk = pairs[start : start + batch_size]
-        logps = sequence_logprobs(model, collate(chunk, pad_id))
-        out.append(torch.stack(logps.chunk(2), dim=1))
+    out = torch.zeros(len(pairs), 2)
+    starts = list(range(0, len(pairs), batch_size))
+    rounds = range(0, len(starts), size)
+    for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
+        mine = first + rank
+        start = starts[mine] if mine < len(starts) else 0
+        logps = sequence_logprobs(model, collate(pairs[start : start + batch_size], pad_id))
+        if mine < len(starts):
+            out[start : start + batch_size] = torch.stack(logps.chunk(2), dim=1).float()
     model.train(was_training)
-    return torch.cat(out).float()
+    return all_ranks_sum(out)
 
 
 def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, pad_id: int):
@@ -139,46 +161,94 @@ def linear_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], fl
     return factor
 
 
+class Engine(Protocol):
+    """What the training loop needs: a forward callable, backward and one optimizer step."""
+
+    model: torch.nn.Module
+
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    def step(self) -> tuple[float, float]:
+        """Clip, update, advance the schedule, clear gradients; returns (lr used, grad norm before clipping)."""
+        ...
+
+
+class PlainEngine:
+    """One process, plain torch optimizer."""
+
+    def __init__(self, model, cfg: TrainConfig, total_steps: int):
+        self.model = model
+        self.optimizer = make_optimizer(model, cfg)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_schedule(total_steps, cfg.warmup_ratio)
+        )
+        self.max_grad_norm = cfg.max_grad_norm
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> tuple[float, float]:
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        lr = self.schedule.get_last_lr()[0]
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return lr, float(grad_norm)
+
+
 def train_policy(
-    model, pairs: Sequence[TokenizedPair], cfg: TrainConfig, pad_id: int, progress: bool = True
+    model,
+    pairs: Sequence[TokenizedPair],
+    cfg: TrainConfig,
+    pad_id: int,
+    progress: bool = True,
+    deepspeed_config: dict | None = None,
 ) -> list[dict[str, float]]:
-    """Train `model` (pi_t on entry, pi_{t+1} on return) in place; returns one log record per optimizer step."""
+    """Train `model` (pi_t on entry, pi_{t+1} on return) in place; returns one log record per optimizer step.
+
+    The same loop runs in one process (plain optimizer) and on every rank of a DeepSpeed job: each global
+    batch of batch_size * grad_accum * world pairs is split across ranks, and the logged values are
+    means over the whole global batch."""
+    rank, size = world()
     torch.manual_seed(cfg.seed)
-    ref = reference_logprobs(model, pairs, cfg.batch_size, pad_id, progress=progress)
-    model.train()
-    optimizer = make_optimizer(model, cfg)
-    pairs_per_step = cfg.batch_size * cfg.grad_accum
+    pairs_per_step = cfg.batch_size * cfg.grad_accum * size
     steps_per_epoch = math.ceil(len(pairs) / pairs_per_step)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, linear_schedule(steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
-    )
+    total_steps = steps_per_epoch * cfg.epochs
+    if deepspeed_config is None:
+        engine: Engine = PlainEngine(model, cfg, total_steps)
+    else:
+        from sppo.deepspeed_engine import DeepSpeedEngine  # deepspeed is imported only on this path
+
+        engine = DeepSpeedEngine(model, cfg, total_steps, deepspeed_config)
+    ref = reference_logprobs(engine.model, pairs, cfg.batch_size, pad_id, progress=progress)
+    engine.model.train()
     order_rng = random.Random(cfg.seed)
     history: list[dict[str, float]] = []
-    bar = tqdm(total=steps_per_epoch * cfg.epochs, desc="train", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
     for epoch in range(cfg.epochs):
         order = list(range(len(pairs)))
         order_rng.shuffle(order)
         for step_start in range(0, len(order), pairs_per_step):
             step_indices = order[step_start : step_start + pairs_per_step]
-            optimizer.zero_grad(set_to_none=True)
-            totals = {"loss": 0.0, "logr_chosen": 0.0, "logr_rejected": 0.0}
-            for micro_start in range(0, len(step_indices), cfg.batch_size):
-                idx = step_indices[micro_start : micro_start + cfg.batch_size]
-                loss, logr_c, logr_r = pair_loss(model, [pairs[i] for i in idx], ref[idx], cfg, pad_id)
+            mine = step_indices[rank::size]
+            # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters collectively).
+            micro_batches = math.ceil(math.ceil(len(step_indices) / size) / cfg.batch_size)
+            totals = torch.zeros(3, dtype=torch.float64)  # loss, logr_chosen, logr_rejected
+            for micro in range(micro_batches):
+                idx = mine[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
                 weight = len(idx) / len(step_indices)
-                (loss * weight).backward()
-                totals["loss"] += loss.item() * weight
-                totals["logr_chosen"] += logr_c.mean().item() * weight
-                totals["logr_rejected"] += logr_r.mean().item() * weight
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            lr = schedule.get_last_lr()[0]
-            optimizer.step()
-            schedule.step()
-            history.append(
-                {"step": len(history) + 1, "epoch": epoch, "lr": lr, "grad_norm": float(grad_norm), **totals}
-            )
+                if not idx:  # this rank's share ran out in a short last batch: a zero-weight stand-in
+                    idx = step_indices[:1]
+                loss, logr_c, logr_r = pair_loss(engine.model, [pairs[i] for i in idx], ref[idx], cfg, pad_id)
+                # Data-parallel gradients are averaged over ranks; x size makes the sum the global-batch mean.
+                engine.backward(loss * weight * size)
+                totals += weight * torch.tensor([loss.item(), logr_c.mean().item(), logr_r.mean().item()])
+            totals = all_ranks_sum(totals)
+            lr, grad_norm = engine.step()
+            record = dict(zip(("loss", "logr_chosen", "logr_rejected"), totals.tolist(), strict=True))
+            history.append({"step": len(history) + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, **record})
             bar.update(1)
-            bar.set_postfix(loss=f"{totals['loss']:.4g}")
+            bar.set_postfix(loss=f"{record['loss']:.4g}")
     bar.close()
     model.eval()
     return history

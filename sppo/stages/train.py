@@ -1,4 +1,6 @@
-"""train: pi_{t+1} from pi_t with the recipe's loss, saved as an HF model folder."""
+"""train: pi_{t+1} from pi_t with the recipe's loss, saved as an HF model folder.
+
+In this process by default; as a launched DeepSpeed job (sppo.train_distributed) when train.deepspeed is set."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from sppo.models import configure_torch, load_policy, save_policy
 from sppo.schemas import PAIRS, read_rows
 from sppo.stages.dataset import TRAIN_FILE
 from sppo.store import ArtifactStore, Manifest, commit_stage
+from sppo.train_distributed import launch
 from sppo.training import tokenize_pairs, train_policy
 
 TRAIN_LOG = "train_log.jsonl"
@@ -21,16 +24,20 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest
     cfg = recipe.train
 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
-        configure_torch(recipe.threads)
         rows = read_rows(inputs["dataset"] / TRAIN_FILE, PAIRS)
-        model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
-        pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
-        history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
-        save_policy(model, tokenizer, tmp)
-        (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
+        if cfg.deepspeed is not None:
+            history = launch(recipe, inputs["dataset"], inputs["reference"], tmp)
+        else:
+            configure_torch(recipe.threads)
+            model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
+            pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
+            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
+            save_policy(model, tokenizer, tmp)
+            (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
         losses = [h["loss"] for h in history]
         return {
-            "rows": len(pairs),
+            "rows": len(rows),
+            "processes": cfg.processes if cfg.deepspeed is not None else 1,
             "reference": str(policy),
             "loss": cfg.loss,
             "steps": len(history),
