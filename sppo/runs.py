@@ -58,12 +58,12 @@ class RunStatus:
 
 def where(store: ArtifactStore) -> str:
     """The store root as messages name it: an absolute path for a local folder, the URL otherwise."""
-    return store._path(store.root) if store.is_local else store.root
+    return store.path_of(store.root) if store.is_local else store.root
 
 
 def _entries(store: ArtifactStore, url: str) -> dict[str, str]:
     """Names directly under url -> 'directory' or 'file'; {} when url does not exist."""
-    path = store._path(url)
+    path = store.path_of(url)
     store.fs.invalidate_cache(path)  # s3fs caches listings; a CLI reads what is there now
     try:
         listing = store.fs.ls(path, detail=True)
@@ -237,7 +237,7 @@ def mark_best(store: ArtifactStore, run: str, iteration: int) -> dict[str, Any]:
         )
     pointer = {
         "iteration": iteration,
-        "model": store._path(url) if store.is_local else url,  # a local pointer must not depend on the cwd
+        "model": store.path_of(url) if store.is_local else url,  # a local pointer must not depend on the cwd
         "manifest_sha256": store.manifest_digest(url),
         "marked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

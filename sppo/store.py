@@ -98,14 +98,15 @@ class ArtifactStore:
     def join(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
 
-    def _path(self, url: str) -> str:
+    def path_of(self, url: str) -> str:
+        """The filesystem path of a URL (what fsspec calls are given)."""
         return self.fs._strip_protocol(url)
 
     def exists(self, url: str) -> bool:
-        return self.fs.exists(self._path(url))
+        return self.fs.exists(self.path_of(url))
 
     def read_bytes(self, url: str) -> bytes:
-        return self.fs.cat_file(self._path(url))
+        return self.fs.cat_file(self.path_of(url))
 
     def manifest(self, stage_url: str) -> Manifest | None:
         url = f"{stage_url}/{MANIFEST}"
@@ -131,7 +132,7 @@ class ArtifactStore:
         if manifest is None:
             raise StoreError(f"{stage_url} has no {MANIFEST}: that stage never finished; run its iteration first")
         if self.is_local:
-            folder = Path(self._path(stage_url))
+            folder = Path(self.path_of(stage_url))
             _verify(folder, manifest, stage_url)
             return folder
         digest = self.manifest_digest(stage_url)
@@ -144,7 +145,7 @@ class ArtifactStore:
         for name in manifest.outputs:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             try:
-                self.fs.get_file(self._path(f"{stage_url}/{name}"), str(tmp / name))
+                self.fs.get_file(self.path_of(f"{stage_url}/{name}"), str(tmp / name))
             except FileNotFoundError:
                 raise CorruptArtifactError(
                     f"{stage_url}/{name} is listed in its manifest but missing from the store; "
@@ -160,50 +161,50 @@ class ArtifactStore:
         """Write one small object whole: readers see all of it or nothing (an S3 PUT is atomic; a local
         file is written beside and renamed)."""
         if self.is_local:
-            path = Path(self._path(url))
+            path = Path(self.path_of(url))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.tmp")
             tmp.write_bytes(data)
             tmp.replace(path)
         else:
-            self.fs.pipe_file(self._path(url), data)
+            self.fs.pipe_file(self.path_of(url), data)
 
     def create_exclusive(self, url: str, data: bytes) -> None:
         """Create an object only if it does not exist yet; FileExistsError otherwise."""
         if self.is_local:
-            path = Path(self._path(url))
+            path = Path(self.path_of(url))
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("xb") as f:
                 f.write(data)
         else:
-            with self.fs.open(self._path(url), "xb") as f:
+            with self.fs.open(self.path_of(url), "xb") as f:
                 f.write(data)
 
     def remove(self, url: str) -> None:
         if self.exists(url):
-            self.fs.rm(self._path(url), recursive=True)
+            self.fs.rm(self.path_of(url), recursive=True)
 
     def publish(self, scratch: Path, stage_url: str, manifest: Manifest) -> None:
         """Move a finished scratch folder into place. Anything already there without a manifest is
         leftover from a crash and is replaced; a finished stage of another recipe is kept aside."""
         if self.manifest(stage_url) is not None:
             aside = f"{stage_url}.superseded-{time.strftime('%Y%m%dT%H%M%S')}"
-            self.fs.mv(self._path(stage_url), self._path(aside), recursive=True)
+            self.fs.mv(self.path_of(stage_url), self.path_of(aside), recursive=True)
         else:
             self.remove(stage_url)
         if self.is_local:
             (scratch / MANIFEST).write_bytes(manifest.to_bytes())
-            scratch.rename(self._path(stage_url))
+            scratch.rename(self.path_of(stage_url))
             return
         for name in manifest.outputs:  # streamed file by file, the manifest last
-            self.fs.put_file(str(scratch / name), self._path(f"{stage_url}/{name}"))
+            self.fs.put_file(str(scratch / name), self.path_of(f"{stage_url}/{name}"))
         self.put_bytes(f"{stage_url}/{MANIFEST}", manifest.to_bytes())
         shutil.rmtree(scratch)
 
     def scratch_for(self, stage_url: str) -> Path:
         """Where a stage writes before committing: beside its folder when local (one rename commits it)."""
         if self.is_local:
-            final = Path(self._path(stage_url))
+            final = Path(self.path_of(stage_url))
             return final.parent / f".{final.name}.tmp"
         return CACHE / "scratch" / hashlib.sha256(stage_url.encode()).hexdigest()[:24]
 
