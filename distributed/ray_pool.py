@@ -1,6 +1,11 @@
 """One Ray actor per engine: each builds its worker once (loads the model or the judge), the work units
 are dealt round-robin across the actors, and the results come back in the order of the units.
 
+Every engine gets its own placement group, reserved before any actor starts: a tensor-parallel vLLM
+engine's GPUs come as one STRICT_PACK group on one node (vLLM's Ray workers take them from the group the
+actor runs in), and a cluster too small for the requested engines fails with the numbers instead of
+leaving actors pending forever.
+
 Round-robin because generation batches arrive longest first: dealing them out gives every actor a mix
 of long and short ones. The results do not depend on the number of actors (sppo.generation: each batch
 draws its own seed)."""
@@ -16,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sppo.config import ComputeConfig
 from sppo.runner import Worker
@@ -52,20 +59,65 @@ class EngineActor:
         return self.node_id
 
 
+@dataclass(frozen=True)
+class EngineShape:
+    """What one engine holds: CPUs and GPUs for a one-device engine, or `tensor_parallel` GPUs that must
+    sit on one node (a tensor-parallel engine's shards talk at every layer)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    tensor_parallel: int = 1
+
+    def bundles(self) -> list[dict[str, float]]:
+        if self.tensor_parallel > 1:
+            # One bundle per vLLM worker; the actor itself holds nothing and captures them for its children.
+            return [{"CPU": 1.0, "GPU": 1.0}] * self.tensor_parallel
+        cpus, gpus = float(self.cpus), float(self.gpus)
+        return [{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}]
+
+    def actor_options(self, group: PlacementGroup) -> dict[str, Any]:
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=group,
+            placement_group_bundle_index=-1 if self.tensor_parallel > 1 else 0,
+            placement_group_capture_child_tasks=self.tensor_parallel > 1,
+        )
+        if self.tensor_parallel > 1:
+            return dict(num_cpus=0, num_gpus=0, scheduling_strategy=strategy)
+        return dict(num_cpus=self.cpus, num_gpus=self.gpus, scheduling_strategy=strategy)
+
+
+def reserve_engines(count: int, shape: EngineShape, timeout_s: float) -> list[PlacementGroup]:
+    """One placement group per engine, all ready, or an error that says what the cluster lacks."""
+    strategy = "STRICT_PACK" if shape.tensor_parallel > 1 else "PACK"
+    groups = [placement_group(shape.bundles(), strategy=strategy) for _ in range(count)]
+    try:
+        ray.get([g.ready() for g in groups], timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        for g in groups:
+            remove_placement_group(g)
+        total = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        raise RuntimeError(
+            f"the Ray cluster could not place {count} engine(s) of {shape.bundles()} within {timeout_s:.0f} s "
+            f"(the cluster has {total} in all): lower compute.generate_workers/rank_workers, "
+            "cpus_per_worker/gpus_per_worker or generate.vllm.tensor_parallel_size, or add nodes"
+        ) from None
+    return groups
+
+
 def map_units(
     make_worker: Callable[[], Worker],
     units: Sequence[Any],
     workers: int,
-    cpus_per_worker: float = 1.0,
-    gpus_per_worker: float = 0.0,
+    shape: EngineShape = EngineShape(),
+    placement_timeout_s: float = 600.0,
 ) -> tuple[list[Any], list[str]]:
     """Results for `units` in their order, and the node id of each actor that ran them."""
     units = list(units)
     if not units:
         return [], []
     count = min(workers, len(units))
-    options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, scheduling_strategy="SPREAD")
-    actors = [EngineActor.options(**options).remote(make_worker) for _ in range(count)]
+    groups = reserve_engines(count, shape, placement_timeout_s)
+    actors = [EngineActor.options(**shape.actor_options(g)).remote(make_worker) for g in groups]
     try:
         shards = [list(range(first, len(units), count)) for first in range(count)]
         pending = [actor.run.remote([units[i] for i in shard]) for actor, shard in zip(actors, shards, strict=True)]
@@ -80,6 +132,8 @@ def map_units(
     finally:
         for actor in actors:
             ray.kill(actor)  # free the model copies now, not when the driver exits
+        for group in groups:
+            remove_placement_group(group)
 
 
 @dataclass
@@ -90,11 +144,13 @@ class RayRunner:
     address: str | None = None
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
+    tensor_parallel: int = 1
+    placement_timeout_s: float = 600.0
     local_cpus: int | None = None  # logical CPUs of a Ray started here (address None)
     node_ids: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_stage(cls, compute: ComputeConfig, workers: int) -> RayRunner:
+    def for_stage(cls, compute: ComputeConfig, workers: int, tensor_parallel: int = 1) -> RayRunner:
         # A local Ray gets enough logical CPUs for the larger stage: oversubscribing a small machine is
         # slower, actors that can never be placed would wait forever.
         needed = math.ceil(max(compute.generate_workers, compute.rank_workers) * compute.cpus_per_worker)
@@ -103,10 +159,13 @@ class RayRunner:
             address=compute.ray_address,
             cpus_per_worker=compute.cpus_per_worker,
             gpus_per_worker=compute.gpus_per_worker,
+            tensor_parallel=tensor_parallel,
+            placement_timeout_s=compute.placement_timeout_s,
             local_cpus=max(os.cpu_count() or 1, needed),
         )
 
     def __call__(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
         connect(self.address, self.local_cpus)
-        results, self.node_ids = map_units(make_worker, units, self.workers, self.cpus_per_worker, self.gpus_per_worker)
+        shape = EngineShape(self.cpus_per_worker, self.gpus_per_worker, self.tensor_parallel)
+        results, self.node_ids = map_units(make_worker, units, self.workers, shape, self.placement_timeout_s)
         return results

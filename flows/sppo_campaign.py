@@ -2,7 +2,8 @@
 resumes: finished stages are skipped by their manifests.
 
 `--losses sppo dpo sppo_hard` runs one campaign per loss (runs `<run>-<loss>`, same recipe and data
-otherwise) and `--report PATH` writes the side-by-side report (PATH.md and PATH.png)."""
+otherwise; iteration 1's generate, rank and dataset are sampled once and copied to the later runs)
+and `--report PATH` writes the side-by-side report (PATH.md and PATH.png)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from prefect import flow
 
 from flows.sppo_iteration import DEFAULT_RECIPE, sppo_iteration
 from sppo.config import load_recipe
-from sppo.iteration import IterationLocked
+from sppo.iteration import IterationLocked, share_first_iteration
 from sppo.report import write_report
 from sppo.store import ArtifactStore
 
@@ -39,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args(argv)
     runs = {loss: f"{args.run}-{loss.replace('_', '-')}" for loss in args.losses} if args.losses else {"": args.run}
+    store = ArtifactStore(load_recipe(args.config, args.overrides).store)
+    first_run = next(iter(runs.values()))
     try:
         for loss, run in runs.items():
             extra = [f"train.loss={loss}"] if loss else []
+            if run != first_run:
+                share_first_iteration(store, first_run, run)  # iteration 1's data do not depend on the loss
             sppo_campaign(run=run, iterations=args.iterations, config=args.config, overrides=[*args.overrides, *extra])
         if args.report:
             recipe = load_recipe(args.config, args.overrides)
@@ -52,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 "word counts are within 20%."
             )
             path = write_report(
-                ArtifactStore(recipe.store),
+                store,
                 {loss or run: run for loss, run in runs.items()},
                 args.report,
                 title="SPPO on CPU: results",

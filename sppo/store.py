@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -200,6 +201,23 @@ class ArtifactStore:
             self.fs.put_file(str(scratch / name), self.path_of(f"{stage_url}/{name}"))
         self.put_bytes(f"{stage_url}/{MANIFEST}", manifest.to_bytes())
         shutil.rmtree(scratch)
+
+    def copy_stage(self, source_url: str, stage_url: str) -> None:
+        """Commit a verified copy of a finished stage under another URL, manifest unchanged (so the copy's
+        manifest digest, which downstream stages and answer caches key on, is the source's). Local files
+        are hard-linked: artifacts are never modified in place."""
+        folder = self.local_copy(source_url)
+        manifest = self.manifest(source_url)
+        scratch = self.scratch_for(stage_url)
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        for name in manifest.outputs:
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(folder / name, scratch / name)
+            except OSError:  # another filesystem
+                shutil.copy2(folder / name, scratch / name)
+        self.publish(scratch, stage_url, manifest)
 
     def scratch_for(self, stage_url: str) -> Path:
         """Where a stage writes before committing: beside its folder when local (one rename commits it)."""

@@ -39,13 +39,13 @@ STAGE = dict(
 )
 
 
-def _runner(compute: ComputeConfig, workers: int) -> Runner:
+def _runner(compute: ComputeConfig, workers: int, tensor_parallel: int = 1) -> Runner:
     """Where a stage's work units run: here, or on `workers` Ray actors (recipe section `compute`)."""
     if compute.executor == "local":
         return run_in_process
     from distributed.ray_pool import RayRunner  # only now: the local executor never imports Ray
 
-    return RayRunner.for_stage(compute, workers)
+    return RayRunner.for_stage(compute, workers, tensor_parallel)
 
 
 def _done(manifest: Manifest, out: str) -> str:
@@ -60,7 +60,9 @@ def prepare_base_task(recipe: RecipeConfig, out: str) -> str:
 
 @task(name="generate", **STAGE)
 def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> str:
-    runner = _runner(recipe.compute, recipe.compute.generate_workers)
+    g = recipe.generate
+    tensor_parallel = g.vllm.tensor_parallel_size if g.backend == "vllm" else 1
+    runner = _runner(recipe.compute, recipe.compute.generate_workers, tensor_parallel)
     return _done(generate(recipe, policy, iteration, out, runner), out)
 
 

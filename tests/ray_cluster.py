@@ -27,7 +27,7 @@ from .conftest import REPO
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-def stage_recipe(store: Path, model_dir: Path, executor: str = "local"):
+def stage_recipe(store: Path, model_dir: Path, executor: str = "local", extra: list[str] = ()):
     """The smoke recipe on the tiny model: 8 prompts in 4 generation batches and 4 judge chunks, 1 thread
     (so the same batch computes the same sums in every process)."""
     overrides = [
@@ -38,6 +38,7 @@ def stage_recipe(store: Path, model_dir: Path, executor: str = "local"):
         "generate.batch_size=8",
         "judge.batch_size=2",
         f"compute.executor={executor}",
+        *extra,
     ]
     return load_recipe(REPO / "configs" / "smoke.yaml", overrides)
 

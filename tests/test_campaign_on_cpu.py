@@ -41,3 +41,12 @@ def test_campaigns_per_loss_and_their_report(tmp_path):
     metrics = json.loads((tmp_path / "store" / "c-sppo" / "iter-002" / "evaluate" / "metrics.json").read_text())
     assert {"shorter", "similar", "longer"} == set(metrics["vs_base"]["by_length"])
     assert 0.0 <= metrics["policy"]["loop_rate"] <= 1.0
+    # Iteration 1's data were sampled once: the dpo run holds the sppo run's stages, manifests and all.
+    for stage in ("generate", "rank", "dataset"):
+        a, b = (tmp_path / "store" / run / "iter-001" / stage / "manifest.json" for run in ("c-sppo", "c-dpo"))
+        assert a.read_bytes() == b.read_bytes()
+    # ...and the models trained from them differ by loss only.
+    sppo_model, dpo_model = (
+        store.manifest(f"{tmp_path / 'store'}/{run}/iter-001/model") for run in ("c-sppo", "c-dpo")
+    )
+    assert sppo_model.inputs == dpo_model.inputs and sppo_model.outputs != dpo_model.outputs

@@ -55,3 +55,31 @@ def test_local_executor_never_imports_ray():
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] in ("ray", "distributed") for n in names), f"{path}: {names}"
     assert _runner(ComputeConfig(), 1) is run_in_process
+
+
+def test_engines_the_cluster_cannot_fit_fail_with_what_it_lacks(local_ray):
+    from distributed.ray_pool import EngineShape, reserve_engines
+
+    groups = reserve_engines(2, EngineShape(cpus=1), timeout_s=30)
+    assert len(groups) == 2  # exactly the 2 CPUs of this local Ray
+    for g in groups:
+        local_ray.util.remove_placement_group(g)
+
+    with pytest.raises(RuntimeError, match=r"could not place 3 engine\(s\) of \[\{'CPU': 1\.0\}\]"):
+        reserve_engines(3, EngineShape(cpus=1), timeout_s=3)
+    # The failed reservation released what it held: two engines fit again.
+    for g in reserve_engines(2, EngineShape(cpus=1), timeout_s=30):
+        local_ray.util.remove_placement_group(g)
+
+
+def test_a_tensor_parallel_engine_reserves_its_gpus_on_one_node():
+    from distributed.ray_pool import EngineShape
+
+    shape = EngineShape(cpus=4, gpus=1, tensor_parallel=4)
+    assert shape.bundles() == [{"CPU": 1.0, "GPU": 1.0}] * 4
+    # The actor holds nothing itself; vLLM's Ray workers take the bundles of the group it runs in.
+    options = shape.actor_options(group=None)
+    assert options["num_gpus"] == 0 and options["num_cpus"] == 0
+    assert options["scheduling_strategy"].placement_group_capture_child_tasks is True
+    assert EngineShape(cpus=2, gpus=1).bundles() == [{"CPU": 2, "GPU": 1}]
+    assert EngineShape(cpus=2).bundles() == [{"CPU": 2}]

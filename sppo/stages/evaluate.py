@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 from sppo.config import RecipeConfig
+from sppo.engines import build_generator
 from sppo.evaluation import head_to_head, response_stats
-from sppo.generation import HFGenerator, Sampling
+from sppo.generation import Sampling
 from sppo.judges import build_judge
 from sppo.models import configure_torch
 from sppo.prompts import PromptRecord
@@ -31,7 +32,7 @@ def answers(
     if store.exists(url):
         return json.loads(store.read_bytes(url))
     e, g = recipe.evaluate, recipe.generate
-    generator = HFGenerator(model, g.batch_size, g.max_prompt_tokens, recipe.model.trust_remote_code)
+    generator = build_generator(g, model, e.max_new_tokens, recipe.model.trust_remote_code, recipe.threads)
     completions = generator.generate(
         [p.prompt for p in prompts], Sampling(1, e.temperature, e.top_p, e.max_new_tokens, e.seed)
     )

