@@ -9,6 +9,10 @@ from pathlib import Path
 
 from sppo.store import ArtifactStore, RunLayout
 
+ITERATION_STAGES = ("generate", "rank", "dataset", "model", "evaluate")
+# Everything below this line in an existing report is kept when the report is written again.
+ANALYSIS_MARKER = "<!-- analysis: kept when the report is regenerated -->"
+
 
 @dataclass(frozen=True)
 class IterationResult:
@@ -17,7 +21,9 @@ class IterationResult:
     vs_base: dict
     vs_previous: dict
     policy: dict
+    base: dict
     train_loss: float | None
+    minutes: float | None  # the iteration's stage times summed (not Prefect's start-up)
 
 
 def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]:
@@ -29,6 +35,7 @@ def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]
         while store.manifest(layout.stage_url(iteration, "evaluate")) is not None:
             metrics = json.loads(store.read_bytes(f"{layout.stage_url(iteration, 'evaluate')}/metrics.json"))
             model = store.manifest(layout.model_url(iteration))
+            stages = [store.manifest(layout.stage_url(iteration, s)) for s in ITERATION_STAGES]
             results.append(
                 IterationResult(
                     label=label,
@@ -36,7 +43,9 @@ def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]
                     vs_base=metrics["vs_base"],
                     vs_previous=metrics["vs_reference"],
                     policy=metrics["policy"],
+                    base=metrics.get("base", {}),
                     train_loss=model.info.get("mean_loss") if model else None,
+                    minutes=sum(m.seconds for m in stages if m) / 60,
                 )
             )
             iteration += 1
@@ -56,15 +65,22 @@ def _num(value, digits: int = 3) -> str:
 def markdown_table(results: list[IterationResult]) -> str:
     head = (
         "| run | iter | win vs base [95%] | win vs previous [95%] | vs base, similar length | "
-        "constraints met | mean tokens | loops | empty | train loss |"
+        "constraints met | mean tokens | loops | empty | train loss | minutes |"
     )
-    rows = [head, "|" + "---|" * 10]
+    rows = [head, "|" + "---|" * 11]
+    if results:  # the base model itself, as iteration 0 (the same answers in every run)
+        b = results[0].base
+        rows.append(
+            f"| base | 0 | - | - | - | {_num(b.get('constraint_pass_rate'))} | "
+            f"{_num(b.get('mean_response_tokens'), 1)} | {_num(b.get('loop_rate'))} | "
+            f"{_num(b.get('empty_rate'))} | - | - |"
+        )
     for r in results:
         rows.append(
             f"| {r.label} | {r.iteration} | {_rate(r.vs_base)} | {_rate(r.vs_previous)} | "
             f"{_rate(r.vs_base.get('by_length', {}).get('similar'))} | {_num(r.policy.get('constraint_pass_rate'))} | "
             f"{_num(r.policy.get('mean_response_tokens'), 1)} | {_num(r.policy.get('loop_rate'))} | "
-            f"{_num(r.policy.get('empty_rate'))} | {_num(r.train_loss, 4)} |"
+            f"{_num(r.policy.get('empty_rate'))} | {_num(r.train_loss, 4)} | {_num(r.minutes, 1)} |"
         )
     return "\n".join(rows)
 
@@ -74,24 +90,77 @@ def plot(results: list[IterationResult], path: Path) -> None:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for label in dict.fromkeys(r.label for r in results):
+    def interval(h2h_list):
+        return [[h["win_rate"] - h["ci95_low"] for h in h2h_list], [h["ci95_high"] - h["win_rate"] for h in h2h_list]]
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    base = results[0].base
+    for n, label in enumerate(dict.fromkeys(r.label for r in results)):
         mine = [r for r in results if r.label == label]
-        its = [r.iteration for r in mine]
-        win = [r.vs_base["win_rate"] for r in mine]
-        err = [
-            [w - r.vs_base["ci95_low"] for w, r in zip(win, mine, strict=True)],
-            [r.vs_base["ci95_high"] - w for w, r in zip(win, mine, strict=True)],
-        ]
-        axes[0].errorbar(its, win, yerr=err, marker="o", capsize=3, label=label)
-        axes[1].plot(its, [r.policy.get("constraint_pass_rate") or 0 for r in mine], marker="o", label=label)
-        axes[2].plot(its, [r.policy["mean_response_tokens"] for r in mine], marker="o", label=label)
-    axes[0].axhline(0.5, color="grey", lw=0.8, ls="--")
-    for ax, title in zip(axes, ("win rate vs base (95% CI)", "constraints met", "mean response tokens"), strict=True):
-        ax.set_title(title)
+        its = [r.iteration + 0.04 * n for r in mine]  # side by side, so the intervals do not overlap
+        color = f"C{n}"
+        vs_base = [r.vs_base for r in mine]
+        vs_prev = [r.vs_previous for r in mine]
+        similar = [r.vs_base.get("by_length", {}).get("similar") for r in mine]
+        axes[0].errorbar(
+            its,
+            [h["win_rate"] for h in vs_base],
+            yerr=interval(vs_base),
+            marker="o",
+            capsize=3,
+            color=color,
+            label=f"{label} vs base",
+        )
+        axes[0].errorbar(
+            its,
+            [h["win_rate"] for h in vs_prev],
+            yerr=interval(vs_prev),
+            marker="s",
+            capsize=3,
+            color=color,
+            ls=":",
+            alpha=0.6,
+            label=f"{label} vs previous",
+        )
+        if all(similar):
+            axes[1].errorbar(
+                its,
+                [h["win_rate"] for h in similar],
+                yerr=interval(similar),
+                marker="o",
+                capsize=3,
+                color=color,
+                label=label,
+            )
+        axes[2].plot(
+            [0, *its],
+            [base.get("constraint_pass_rate", 0), *(r.policy.get("constraint_pass_rate") or 0 for r in mine)],
+            marker="o",
+            color=color,
+            label=label,
+        )
+        axes[3].plot(
+            [0, *its],
+            [base.get("mean_response_tokens", 0), *(r.policy["mean_response_tokens"] for r in mine)],
+            marker="o",
+            color=color,
+            label=label,
+        )
+    titles = (
+        "win rate (95% CI)",
+        "win rate vs base, similar-length answers",
+        "constraints met (iteration 0 = base)",
+        "mean response tokens (iteration 0 = base)",
+    )
+    for n, (ax, title) in enumerate(zip(axes, titles, strict=True)):
+        if n < 2:
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
-        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -105,6 +174,11 @@ def write_report(store: ArtifactStore, runs: dict[str, str], out: Path, title: s
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(results, png)
+    md = out.with_suffix(".md")
     text = f"# {title}\n\n{notes}\n\n{markdown_table(results)}\n\n![metrics across iterations]({png.name})\n"
-    out.with_suffix(".md").write_text(text)
-    return out.with_suffix(".md")
+    old = md.read_text() if md.is_file() else ""
+    analysis = old[old.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in old else f"{ANALYSIS_MARKER}\n"
+    tmp = md.with_name(f".{md.name}.tmp")
+    tmp.write_text(f"{text}\n{analysis}")
+    tmp.replace(md)
+    return md

@@ -3,7 +3,7 @@
 import json
 
 from flows.sppo_campaign import main
-from sppo.report import collect
+from sppo.report import ANALYSIS_MARKER, collect, write_report
 from sppo.store import ArtifactStore
 
 from .conftest import REPO
@@ -50,3 +50,11 @@ def test_campaigns_per_loss_and_their_report(tmp_path):
         store.manifest(f"{tmp_path / 'store'}/{run}/iter-001/model") for run in ("c-sppo", "c-dpo")
     )
     assert sppo_model.inputs == dpo_model.inputs and sppo_model.outputs != dpo_model.outputs
+
+    # A hand-written analysis below the marker survives regenerating the report.
+    md = report.with_suffix(".md")
+    md.write_text(md.read_text().replace(ANALYSIS_MARKER, f"{ANALYSIS_MARKER}\nSPPO reading: by hand."))
+    write_report(store, {"sppo": "c-sppo", "dpo": "c-dpo"}, report, title="again")
+    again = md.read_text()
+    assert again.startswith("# again") and again.count("| dpo |") == 2 and again.endswith("SPPO reading: by hand.")
+    assert "| base | 0 |" in again
