@@ -56,5 +56,6 @@ def test_campaigns_per_loss_and_their_report(tmp_path):
     md.write_text(md.read_text().replace(ANALYSIS_MARKER, f"{ANALYSIS_MARKER}\nSPPO reading: by hand."))
     write_report(store, {"sppo": "c-sppo", "dpo": "c-dpo"}, report, title="again")
     again = md.read_text()
-    assert again.startswith("# again") and again.count("| dpo |") == 2 and again.rstrip().endswith("SPPO reading: by hand.")
+    assert again.startswith("# again") and again.count("| dpo |") == 2
+    assert again.rstrip().endswith("SPPO reading: by hand.")
     assert "| base | 0 |" in again
