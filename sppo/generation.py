@@ -94,6 +94,13 @@ def completions_in_prompt_order(
     return results  # type: ignore[return-value]
 
 
+def generate_all(engine, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+    """Plan the batches for `prompts`, run them on `engine` (its generate_batches) and merge in prompt order."""
+    k = sampling.num_samples
+    batches = plan_generation(engine.tokenizer, prompts, engine.batch_size, engine.max_prompt_tokens, k)
+    return completions_in_prompt_order(batches, engine.generate_batches(batches, sampling), len(prompts))
+
+
 class HFGenerator:
     """transformers generate() on CPU or one GPU: left-padded, length-sorted batches."""
 
@@ -113,9 +120,7 @@ class HFGenerator:
         self.progress = progress
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
-        k = sampling.num_samples
-        batches = plan_generation(self.tokenizer, prompts, self.batch_size, self.max_prompt_tokens, k)
-        return completions_in_prompt_order(batches, self.generate_batches(batches, sampling), len(prompts))
+        return generate_all(self, prompts, sampling)
 
     @torch.inference_mode()
     def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sppo.config import VLLMConfig
-from sppo.generation import Batch, Completion, Sampling, batch_seed, completions_in_prompt_order, plan_generation
+from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
 
 
 def request_seed(seed_of_batch: int, row: int) -> int:
@@ -100,9 +100,7 @@ class VLLMGenerator:
         self.max_prompt_tokens = max_prompt_tokens
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
-        k = sampling.num_samples
-        batches = plan_generation(self.tokenizer, prompts, self.batch_size, self.max_prompt_tokens, k)
-        return completions_in_prompt_order(batches, self.generate_batches(batches, sampling), len(prompts))
+        return generate_all(self, prompts, sampling)
 
     def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
         from vllm import SamplingParams

@@ -85,15 +85,19 @@ def markdown_table(results: list[IterationResult]) -> str:
     return "\n".join(rows)
 
 
+def win_rates(ax, xs: list[float], h2hs: list[dict], **style) -> None:
+    """Head-to-head win rates with their 95% intervals as error bars."""
+    rates = [h["win_rate"] for h in h2hs]
+    errors = [[h["win_rate"] - h["ci95_low"] for h in h2hs], [h["ci95_high"] - h["win_rate"] for h in h2hs]]
+    ax.errorbar(xs, rates, yerr=errors, capsize=3, **style)
+
+
 def plot(results: list[IterationResult], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-
-    def interval(h2h_list):
-        return [[h["win_rate"] - h["ci95_low"] for h in h2h_list], [h["ci95_high"] - h["win_rate"] for h in h2h_list]]
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     base = results[0].base
@@ -104,36 +108,10 @@ def plot(results: list[IterationResult], path: Path) -> None:
         vs_base = [r.vs_base for r in mine]
         vs_prev = [r.vs_previous for r in mine]
         similar = [r.vs_base.get("by_length", {}).get("similar") for r in mine]
-        axes[0].errorbar(
-            its,
-            [h["win_rate"] for h in vs_base],
-            yerr=interval(vs_base),
-            marker="o",
-            capsize=3,
-            color=color,
-            label=f"{label} vs base",
-        )
-        axes[0].errorbar(
-            its,
-            [h["win_rate"] for h in vs_prev],
-            yerr=interval(vs_prev),
-            marker="s",
-            capsize=3,
-            color=color,
-            ls=":",
-            alpha=0.6,
-            label=f"{label} vs previous",
-        )
+        win_rates(axes[0], its, vs_base, marker="o", color=color, label=f"{label} vs base")
+        win_rates(axes[0], its, vs_prev, marker="s", color=color, ls=":", alpha=0.6, label=f"{label} vs previous")
         if all(similar):
-            axes[1].errorbar(
-                its,
-                [h["win_rate"] for h in similar],
-                yerr=interval(similar),
-                marker="o",
-                capsize=3,
-                color=color,
-                label=label,
-            )
+            win_rates(axes[1], its, similar, marker="o", color=color, label=label)
         axes[2].plot(
             [0, *its],
             [base.get("constraint_pass_rate", 0), *(r.policy.get("constraint_pass_rate") or 0 for r in mine)],
