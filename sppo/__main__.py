@@ -33,9 +33,9 @@ def cmd_prepare_base(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from sppo.stages.base import prepare_base  # imports torch: only when needed
-    from sppo.store import ArtifactStore, RunLayout
+    from sppo.store import RunLayout
 
-    out = RunLayout(ArtifactStore(recipe.store), args.run).model_url(0)
+    out = RunLayout(recipe.open_store(), args.run).model_url(0)
     manifest = prepare_base(recipe, out)
     print(f"base model {manifest.info.get('source')} ready at {out}")
     return 0

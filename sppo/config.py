@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sppo.names import check_store_url
+from sppo.store import ArtifactStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    pass
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -97,11 +106,24 @@ class DeepSpeedConfig(_Section):
     offload_params: bool = Field(False, description="Parameters on CPU between uses (ZeRO-3 only); overrides the JSON.")
     bf16: bool = Field(False, description="bf16 weights and compute (GPUs); on CPU bf16 distorts log-ratios.")
 
+    def json_path(self) -> Path:
+        """The DeepSpeed JSON: relative to the working directory, else to the repository."""
+        path = Path(self.config)
+        if not path.is_file() and not path.is_absolute():
+            path = REPO / self.config
+        if not path.is_file():
+            raise ConfigError(f"train.deepspeed.config: {self.config} is missing (try configs/deepspeed/zero3.json)")
+        return path
+
 
 class TrainConfig(_Section):
     loss: Literal["sppo", "sppo_single", "sppo_hard", "dpo"] = Field("sppo")
-    beta: float = Field(1e-3, gt=0.0, description="KL strength; eta = 1/beta scales the SPPO targets.")
-    learning_rate: float = Field(5e-7, gt=0.0)
+    # Bounds that catch nonsense, not taste: below 1e-5, eta = 1/beta puts SPPO's targets beyond +-5e4 nats,
+    # which no sequence log-ratio reaches before the weights overflow.
+    beta: float = Field(
+        1e-3, ge=1e-5, le=100.0, description="KL strength in [1e-5, 100]; eta = 1/beta scales the SPPO targets."
+    )
+    learning_rate: float = Field(5e-7, gt=0.0, le=1.0)
     optimizer: Literal["rmsprop", "adamw"] = Field("rmsprop")
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
@@ -169,7 +191,15 @@ class ComputeConfig(_Section):
 
 class RecipeConfig(_Section):
     name: str = Field("cpu-smollm2")
-    store: str = Field("artifacts", description="Artifact store root: a local folder or an fsspec URL.")
+    store: str = Field(
+        "artifacts", description="Artifact store root: a local folder, file:///path or s3://bucket/prefix."
+    )
+    resume_check: Literal["auto", "size", "sha256"] = Field(
+        "auto",
+        description="What a re-run checks before it reuses a finished stage: every file's size, and with 'sha256' "
+        "its hash too. 'auto': sha256 on a local store, sizes on a remote one (hashing there downloads every byte; "
+        "each stage still checks the sha256 of every input it reads).",
+    )
     threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -179,9 +209,19 @@ class RecipeConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     compute: ComputeConfig = ComputeConfig()
 
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, store: str) -> str:
+        return check_store_url(store)
+
+    def open_store(self) -> ArtifactStore:
+        return ArtifactStore(
+            self.store, resume_hashes=None if self.resume_check == "auto" else self.resume_check == "sha256"
+        )
+
     def fingerprint(self, *sections: str) -> str:
         """Hash of the named sections (all but `compute` when none): what a stage's output depends on."""
-        data = self.model_dump(mode="json", exclude={"compute"})
+        data = self.model_dump(mode="json", exclude={"compute", "resume_check"})
         if "compute" in sections:
             raise ValueError("`compute` says where work runs, not what it produces: keep it out of fingerprints")
         if data["generate"]["backend"] != "vllm":
@@ -190,19 +230,28 @@ class RecipeConfig(_Section):
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def _apply_override(tree: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
-    if not sep:
-        raise ConfigError(f"override {override!r} must look like section.field=value")
-    *parents, leaf = key.strip().split(".")
+    path = key.strip().split(".")
+    if not sep or not all(path):
+        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. train.beta=0.01")
+    *parents, leaf = path
     node = tree
-    for part in parents:
+    for depth, part in enumerate(parents):
         node = node.setdefault(part, {})
-    node[leaf] = yaml.safe_load(raw)
+        if not isinstance(node, dict):
+            where = ".".join(path[: depth + 1])
+            raise ConfigError(f"override {override!r}: {where} is a value, not a section, so it has no field {leaf!r}")
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {override!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RecipeConfig:
@@ -212,7 +261,12 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"recipe {path} does not exist; pass CONFIG=configs/<recipe>.yaml")
-        tree = yaml.safe_load(path.read_text()) or {}
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"recipe {path}: not valid YAML ({_yaml_problem(err)})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"recipe {path} is not UTF-8 text; save it as UTF-8 YAML") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"recipe {path} must be a YAML mapping of sections")
     for override in overrides:
@@ -220,5 +274,10 @@ def load_recipe(path: str | Path | None = None, overrides: list[str] | tuple[str
     try:
         return RecipeConfig.model_validate(tree)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {_message(e)}" for e in err.errors())
         raise ConfigError(f"recipe {path or '<defaults>'}: {problems}") from None
+
+
+def _message(error: dict) -> str:
+    # pydantic prefixes our own validators' messages with "Value error, ".
+    return error["msg"].removeprefix("Value error, ")

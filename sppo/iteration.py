@@ -49,39 +49,74 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def _read_holder(store: ArtifactStore, url: str) -> dict | None:
+    """The lock's holder, None if the lock is gone, {} if it cannot be read as one (empty, not a JSON object)."""
+    try:
+        holder = json.loads(store.read_bytes(url))
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
 @contextlib.contextmanager
 def iteration_lock(
-    store: ArtifactStore, url: str, wait_seconds: float = 0.0, poll_seconds: float = 2.0
+    store: ArtifactStore,
+    url: str,
+    wait_seconds: float = 0.0,
+    poll_seconds: float = 2.0,
+    unreadable_grace_seconds: float = 10.0,
 ) -> Iterator[None]:
-    """Hold `url` (an object created only if absent: O_EXCL locally, a conditional PUT on S3) while an
-    iteration writes. A second writer waits up to wait_seconds, then fails naming the holder. A lock left
-    by a process that died on this host (kill -9, OOM) is taken over."""
+    """Hold `url` (an object created with its content in one step, only if absent: a hard link locally, a
+    conditional PUT on S3) while an iteration writes. A second writer waits up to wait_seconds, then fails
+    naming the holder. A lock left by a process that died on this host (kill -9, OOM) is taken over. A lock
+    that cannot be read (an older writer crashed between creating and writing it) is waited on for
+    unreadable_grace_seconds, then reported with what to do. Every retry sleeps; every wait has a deadline."""
     me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    deadline = time.monotonic() + wait_seconds
+    started = time.monotonic()
     while True:
         try:
             store.create_exclusive(url, json.dumps(me).encode())
             break
         except FileExistsError:
-            try:
-                holder = json.loads(store.read_bytes(url))
-            except (FileNotFoundError, ValueError):
-                continue  # released (or being written) between our two calls: try again
-            if holder.get("host") == me["host"] and not process_alive(int(holder.get("pid", -1))):
-                log.warning("taking over %s from dead process %s", url, holder.get("pid"))
-                store.remove(url)
-                continue
-            if time.monotonic() >= deadline:
+            pass
+        holder = _read_holder(store, url)
+        waited = time.monotonic() - started
+        if holder is None:  # released between our two calls: try again shortly
+            if waited > max(wait_seconds, unreadable_grace_seconds) + 60:
+                raise IterationLocked(f"{url}: the store keeps saying it exists and that it does not; check the store")
+            time.sleep(min(poll_seconds, 0.05))
+            continue
+        if not holder or not isinstance(holder.get("pid"), int):
+            if waited >= max(wait_seconds, unreadable_grace_seconds):
                 raise IterationLocked(
-                    f"{url} is held by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: "
-                    "another run of this iteration is writing; wait for it to finish (or pass a lock wait), or "
-                    "delete that lock object if its process is gone"
-                ) from None
-            time.sleep(poll_seconds)
+                    f"{url} exists but is not a lock this code wrote (empty or malformed: "
+                    f"{_preview(store, url)}); if no run of this iteration is going on, delete it and run again"
+                )
+        elif holder.get("host") == me["host"] and not process_alive(holder["pid"]):
+            log.warning("taking over %s from dead process %s", url, holder["pid"])
+            store.remove(url)
+            continue
+        elif waited >= wait_seconds:
+            raise IterationLocked(
+                f"{url} is held by pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: "
+                "another run of this iteration is writing; wait for it to finish (or pass a lock wait), or "
+                "delete that lock object if its process is gone"
+            )
+        time.sleep(poll_seconds)
     try:
         yield
     finally:
         store.remove(url)
+
+
+def _preview(store: ArtifactStore, url: str) -> str:
+    try:
+        data = store.read_bytes(url)
+    except FileNotFoundError:
+        return "gone now"
+    return repr(data[:40]) if data else "0 bytes"
 
 
 # Iteration 1 samples from pi_0, the base, whatever loss trains on the result.

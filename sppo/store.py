@@ -12,10 +12,13 @@ leaves nothing that looks finished: a folder without a manifest is garbage and i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
+import posixpath
 import shutil
 import subprocess
 import time
@@ -26,6 +29,8 @@ from typing import Any
 
 import fsspec
 
+from sppo.names import check_run_name, check_store_url
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -35,6 +40,10 @@ CACHE = Path(__file__).resolve().parent.parent / ".cache" / "store"
 
 class StoreError(RuntimeError):
     pass
+
+
+class NonFiniteError(ValueError):
+    """A stage computed NaN or infinity: never committed."""
 
 
 class CorruptArtifactError(ValueError):
@@ -52,18 +61,34 @@ class Manifest:
     code_version: str = ""
     created: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # file (relative) -> bytes; empty in older manifests
+    # Not written: True when commit_stage found this stage finished and verified instead of running it.
+    reused: bool = field(default=False, compare=False)
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str) -> Manifest:
         try:
-            return cls(**json.loads(data))
+            fields = json.loads(data)
+            if not isinstance(fields, dict):
+                raise ValueError("not a JSON object")
+            fields.pop("reused", None)
+            return cls(**fields)
         except (ValueError, TypeError) as err:
             raise CorruptArtifactError(
                 f"{where}: unreadable manifest ({err}); delete that stage folder and rerun"
             ) from None
 
+    def content_digest(self) -> str:
+        """sha256 of what the stage is (its recipe fingerprint, inputs and output files), not of when or how
+        fast it ran: a stage redone after damage that comes out the same keeps its digest, so the stages
+        that read it stay valid."""
+        what = {"stage": self.stage, "fingerprint": self.fingerprint, "inputs": self.inputs, "outputs": self.outputs}
+        return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+        fields = asdict(self)
+        del fields["reused"]
+        return json.dumps(fields, indent=2, sort_keys=True, allow_nan=False).encode()
 
 
 def file_digest(path: Path) -> str:
@@ -75,6 +100,9 @@ def file_digest(path: Path) -> str:
 
 
 def code_version() -> str:
+    """The git commit of this code: $SPPO_CODE_VERSION when set (the images bake it in: no git there)."""
+    if os.environ.get("SPPO_CODE_VERSION"):
+        return os.environ["SPPO_CODE_VERSION"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -91,10 +119,14 @@ def code_version() -> str:
 class ArtifactStore:
     """A root URL and the fsspec filesystem behind it. Stage folders are named by URL strings."""
 
-    def __init__(self, root: str | Path):
-        self.root = str(root).rstrip("/")
+    def __init__(self, root: str | Path, resume_hashes: bool | None = None):
+        self.root = check_store_url(str(root)).rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         self.is_local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        # Before a finished stage is reused, its files' sizes are always checked and, when this is True, their
+        # sha256 too. Default: locally yes (cheap); remotely no (it would download every byte), since each
+        # stage checks the sha256 of every input it downloads anyway.
+        self.resume_hashes = self.is_local if resume_hashes is None else resume_hashes
 
     def join(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -118,12 +150,12 @@ class ArtifactStore:
         return Manifest.from_bytes(data, url)
 
     def manifest_digest(self, stage_url: str) -> str:
-        try:
-            return hashlib.sha256(self.read_bytes(f"{stage_url}/{MANIFEST}")).hexdigest()
-        except FileNotFoundError:
-            raise StoreError(
-                f"{stage_url} has no {MANIFEST}: that stage never finished; run its iteration first"
-            ) from None
+        """The content digest of a finished stage's manifest (Manifest.content_digest): what later stages,
+        answer caches and best pointers record as the identity of this stage."""
+        manifest = self.manifest(stage_url)
+        if manifest is None:
+            raise StoreError(f"{stage_url} has no {MANIFEST}: that stage never finished; run its iteration first")
+        return manifest.content_digest()
 
     def local_copy(self, stage_url: str) -> Path:
         """A local folder holding the finished stage, every file checked against its manifest.
@@ -138,7 +170,7 @@ class ArtifactStore:
             return folder
         digest = self.manifest_digest(stage_url)
         folder = CACHE / digest[:24]
-        if (folder / MANIFEST).is_file():
+        if (folder / MANIFEST).is_file() and local_problem(folder, manifest, hashes=False) is None:
             return folder
         tmp = folder.with_name(f"{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -171,24 +203,32 @@ class ArtifactStore:
             self.fs.pipe_file(self.path_of(url), data)
 
     def create_exclusive(self, url: str, data: bytes) -> None:
-        """Create an object only if it does not exist yet; FileExistsError otherwise."""
-        if self.is_local:
-            path = Path(self.path_of(url))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("xb") as f:
-                f.write(data)
-        else:
-            with self.fs.open(self.path_of(url), "xb") as f:
-                f.write(data)
+        """Create an object holding `data` only if it does not exist yet; FileExistsError otherwise.
+
+        Creation and content are one step, so nobody ever reads it empty: locally the data is written under a
+        private name and hard-linked into place (link fails if the name exists); on S3 it is one conditional
+        PUT (If-None-Match: *) carrying the body."""
+        if not self.is_local:
+            self.fs.pipe_file(self.path_of(url), data, mode="create")
+            return
+        path = Path(self.path_of(url))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)
+        finally:
+            tmp.unlink()
 
     def remove(self, url: str) -> None:
         if self.exists(url):
             self.fs.rm(self.path_of(url), recursive=True)
 
-    def publish(self, scratch: Path, stage_url: str, manifest: Manifest) -> None:
+    def publish(self, scratch: Path, stage_url: str, manifest: Manifest, replace: bool = False) -> None:
         """Move a finished scratch folder into place. Anything already there without a manifest is
-        leftover from a crash and is replaced; a finished stage of another recipe is kept aside."""
-        if self.manifest(stage_url) is not None:
+        leftover from a crash and is replaced; a finished stage of another recipe is kept aside, unless
+        `replace` (its files no longer match its manifest: garbage, not a version worth keeping)."""
+        if not replace and self.manifest(stage_url) is not None:
             aside = f"{stage_url}.superseded-{time.strftime('%Y%m%dT%H%M%S')}"
             self.fs.mv(self.path_of(stage_url), self.path_of(aside), recursive=True)
         else:
@@ -201,6 +241,33 @@ class ArtifactStore:
             self.fs.put_file(str(scratch / name), self.path_of(f"{stage_url}/{name}"))
         self.put_bytes(f"{stage_url}/{MANIFEST}", manifest.to_bytes())
         shutil.rmtree(scratch)
+
+    def stage_problem(self, stage_url: str, manifest: Manifest, hashes: bool) -> str | None:
+        """What is wrong with a finished stage's files in the store ("<file> is ..."), or None. Sizes always;
+        sha256 when `hashes` (on a remote store that reads every byte)."""
+        if self.is_local:
+            return local_problem(Path(self.path_of(stage_url)), manifest, hashes)
+        folder = self.path_of(stage_url)
+        self.fs.invalidate_cache(folder)
+        try:
+            listed = {posixpath.relpath(e["name"], folder): e for e in self.fs.find(folder, detail=True).values()}
+        except FileNotFoundError:
+            listed = {}
+        for name, digest in manifest.outputs.items():
+            entry = listed.get(name)
+            if entry is None:
+                return f"{name} is listed in its manifest but missing"
+            expected = manifest.sizes.get(name)
+            if expected is not None and entry.get("size") != expected:
+                return f"{name} has {entry.get('size')} bytes, its manifest says {expected} (truncated or changed)"
+            if hashes:
+                h = hashlib.sha256()
+                with self.fs.open(self.path_of(f"{stage_url}/{name}"), "rb") as f:
+                    for chunk in iter(lambda f=f: f.read(1 << 22), b""):
+                        h.update(chunk)
+                if h.hexdigest() != digest:
+                    return f"{name} does not match the sha256 in its manifest (corrupted or truncated)"
+        return None
 
     def copy_stage(self, source_url: str, stage_url: str) -> None:
         """Commit a verified copy of a finished stage under another URL, manifest unchanged (so the copy's
@@ -228,23 +295,34 @@ class ArtifactStore:
 
 
 def _verify(folder: Path, manifest: Manifest, where: str) -> None:
+    problem = local_problem(folder, manifest, hashes=True)
+    if problem:
+        raise CorruptArtifactError(f"{where}/{problem}; delete {where} and rerun")
+
+
+def local_problem(folder: Path, manifest: Manifest, hashes: bool) -> str | None:
+    """What is wrong with a local stage folder against its manifest ("<file> is ..."), or None.
+
+    Sizes are always compared (where the manifest has them); sha256 only when `hashes`."""
     for name, digest in manifest.outputs.items():
         path = folder / name
         if not path.is_file():
-            raise CorruptArtifactError(
-                f"{where}/{name} is listed in its manifest but missing; delete {where} and rerun"
-            )
-        if file_digest(path) != digest:
-            raise CorruptArtifactError(
-                f"{where}/{name} does not match the sha256 in its manifest (corrupted or truncated); "
-                f"delete {where} and rerun"
-            )
+            return f"{name} is listed in its manifest but missing"
+        expected = manifest.sizes.get(name)
+        if expected is not None and path.stat().st_size != expected:
+            return f"{name} has {path.stat().st_size} bytes, its manifest says {expected} (truncated or changed)"
+        if hashes and file_digest(path) != digest:
+            return f"{name} does not match the sha256 in its manifest (corrupted or truncated)"
+    return None
 
 
 @dataclass(frozen=True)
 class RunLayout:
     store: ArtifactStore
     run: str
+
+    def __post_init__(self) -> None:
+        check_run_name(self.run)  # every path of a run is built here: nothing can climb out of the store
 
     def iteration_url(self, iteration: int) -> str:
         return self.store.join(self.run, f"iter-{iteration:03d}")
@@ -273,30 +351,49 @@ def commit_stage(
     """Run `produce(scratch, local_inputs)` unless `out` already holds this exact stage, then commit it.
 
     produce writes its files into scratch and returns {"rows": ..., **info}; local_inputs maps each input
-    name to a verified local copy. A finished stage whose fingerprint and input manifests match is
-    returned as is: re-running an iteration redoes nothing that finished."""
+    name to a verified local copy. A finished stage whose fingerprint and input manifests match, and whose
+    files still match its manifest, is returned as is (with `reused` set): re-running an iteration redoes
+    nothing that finished, and redoes what was damaged since."""
     input_digests = {name: store.manifest_digest(url) for name, url in inputs.items()}
-    existing = store.manifest(out)
+    try:
+        existing = store.manifest(out)
+    except CorruptArtifactError as err:  # an unreadable manifest: the stage is redone like any damaged one
+        log.warning("%s; redoing the stage", err)
+        existing = None
+    damaged = existing is None and store.exists(f"{out}/{MANIFEST}")
     if existing and existing.fingerprint == fingerprint and existing.inputs == input_digests:
-        log.info("%s: already done (%s), skipped", out, existing.created)
-        return existing
+        problem = store.stage_problem(out, existing, hashes=store.resume_hashes)
+        if problem is None:
+            log.info("%s: reused, finished at %s", out, existing.created)
+            return dataclasses.replace(existing, reused=True)
+        log.warning("%s: %s; redoing the stage", out, problem)
+        damaged = True
     local_inputs = {name: store.local_copy(url) for name, url in inputs.items()}
     scratch = store.scratch_for(out)
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     started = time.time()
-    info = dict(produce(scratch, local_inputs))
+    try:
+        info = dict(produce(scratch, local_inputs))
+        for key, value in info.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise NonFiniteError(f"{out}: the stage produced {key}={value}; nothing was committed")
+    except Exception:
+        shutil.rmtree(scratch, ignore_errors=True)  # a failed stage leaves nothing half-written behind
+        raise
     rows = info.pop("rows", None)
+    files = [p for p in sorted(scratch.rglob("*")) if p.is_file()]
     manifest = Manifest(
         stage=stage,
         fingerprint=fingerprint,
         inputs=input_digests,
-        outputs={str(p.relative_to(scratch)): file_digest(p) for p in sorted(scratch.rglob("*")) if p.is_file()},
+        outputs={str(p.relative_to(scratch)): file_digest(p) for p in files},
         rows=rows,
         seconds=round(time.time() - started, 2),
         code_version=code_version(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         info=info,
+        sizes={str(p.relative_to(scratch)): p.stat().st_size for p in files},
     )
-    store.publish(scratch, out, manifest)
+    store.publish(scratch, out, manifest, replace=damaged)
     return manifest

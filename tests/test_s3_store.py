@@ -69,6 +69,10 @@ def test_corrupted_or_missing_artifact_is_detected(s3_run):
         for cached in CACHE.glob("*"):  # drop verified local copies, as on a new machine
             if cached.is_dir() and cached.name != "scratch":
                 shutil.rmtree(cached)
+        with pytest.raises(CorruptArtifactError, match=r"generations\.parquet has \d+ bytes, its manifest says"):
+            rank(recipe, generate, scratch_run)
+        flipped = bytes([original[0] ^ 0xFF]) + original[1:]  # same size, other content
+        store.put_bytes(f"{generate}/generations.parquet", flipped)
         with pytest.raises(CorruptArtifactError, match=r"generations\.parquet does not match the sha256"):
             rank(recipe, generate, scratch_run)
         store.remove(f"{generate}/generations.parquet")

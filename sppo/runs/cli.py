@@ -7,16 +7,22 @@ import argparse
 import json
 import sys
 
+from sppo.names import InvalidNameError
 from sppo.runs.best import check_best, mark_best
-from sppo.runs.render import lock_text, render_compare, render_iteration, render_runs, render_stage
+from sppo.runs.render import lock_text, render_compare, render_iteration, render_runs, render_stage, table
 from sppo.runs.status import (
+    CORRUPT,
     DONE,
+    MISSING,
+    NA,
     RunsError,
+    answer_cache_problems,
     best_url,
     iteration_status,
     list_runs,
     parse_iteration,
     read_best,
+    read_manifest,
     require_iteration,
     require_run,
     run_status,
@@ -38,6 +44,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", action="store_true", help="also print evaluate's sample answers")
     p = sub.add_parser("compare", parents=[common], help="win rates, constraints, length and loss per iteration")
     p.add_argument("run")
+    p = sub.add_parser("verify", parents=[common], help="check every finished stage's files against its sha256s")
+    p.add_argument("run")
+    p.add_argument("iteration", nargs="?", help="only this iteration")
     p = sub.add_parser("best", parents=[common], help="mark ITER's model as the run's best, or check the mark")
     p.add_argument("run")
     p.add_argument("iteration", nargs="?", help="mark this iteration (omit to print and check the current mark)")
@@ -60,7 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         store = open_store(args)
         return _COMMANDS[args.command](store, args)
-    except RunsError as err:
+    except (RunsError, InvalidNameError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except CorruptArtifactError as err:
@@ -90,6 +99,36 @@ def _compare(store: ArtifactStore, args: argparse.Namespace) -> int:
     for warning in warnings:
         print(warning, file=sys.stderr)
     return 0
+
+
+def _verify(store: ArtifactStore, args: argparse.Namespace) -> int:
+    """Every finished stage's files against their manifest's sha256, and the answer cache's checksums."""
+    status = run_status(store, args.run)
+    wanted = parse_iteration(args.iteration) if args.iteration is not None else None
+    if wanted is not None:
+        require_iteration(store, args.run, wanted)
+    layout = RunLayout(store, args.run)
+    rows, bad = [], 0
+    for it in status.iterations:
+        if wanted is not None and it.iteration != wanted:
+            continue
+        for stage in STAGES:
+            if it.stages[stage] in (NA, MISSING):
+                continue
+            url = layout.stage_url(it.iteration, stage)
+            state, manifest = read_manifest(store, url)
+            problem = store.stage_problem(url, manifest, hashes=True) if manifest else None
+            state = CORRUPT if problem else state
+            bad += state == CORRUPT
+            rows.append([f"{it.iteration:03d}", stage, state, problem or ("-" if state == DONE else "no manifest")])
+    for name, problem in answer_cache_problems(store, args.run):
+        bad += 1
+        rows.append(["-", f"eval-answers/{name}", CORRUPT, problem])
+    print(f"run {args.run} in {where(store)}: {len(rows)} item(s) checked, {bad} corrupt")
+    print(table(["iter", "stage", "status", "problem"], rows))
+    if bad:
+        print(f"rerun the iterations with corrupt stages (make run-iteration ITER=N RUN={args.run}): they redo them")
+    return 1 if bad else 0
 
 
 def _best(store: ArtifactStore, args: argparse.Namespace) -> int:
@@ -125,4 +164,4 @@ def _best(store: ArtifactStore, args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"runs": _runs, "show": _show, "compare": _compare, "best": _best}
+_COMMANDS = {"runs": _runs, "show": _show, "compare": _compare, "verify": _verify, "best": _best}

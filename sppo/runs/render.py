@@ -3,7 +3,6 @@ one stage (with evaluate's metrics) and a run's iterations compared side by side
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -24,7 +23,7 @@ from sppo.runs.status import (
     run_status,
     where,
 )
-from sppo.store import MANIFEST, STAGES, ArtifactStore, CorruptArtifactError, RunLayout
+from sppo.store import MANIFEST, STAGES, ArtifactStore, CorruptArtifactError, RunLayout, StoreError
 
 
 def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
@@ -193,8 +192,8 @@ def render_iteration(store: ArtifactStore, run: str, iteration: int, samples: bo
 
 def _digest_or_none(store: ArtifactStore, stage_url: str) -> str | None:
     try:
-        return hashlib.sha256(store.read_bytes(f"{stage_url}/{MANIFEST}")).hexdigest()
-    except FileNotFoundError:
+        return store.manifest_digest(stage_url)
+    except (StoreError, CorruptArtifactError):
         return None
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sppo.iteration import process_alive
-from sppo.store import MANIFEST, STAGES, ArtifactStore, CorruptArtifactError, Manifest, RunLayout
+from sppo.names import check_run_name
+from sppo.schemas import decode_answers
+from sppo.store import STAGES, ArtifactStore, CorruptArtifactError, Manifest, RunLayout
 
 BEST_FILE = "BEST.json"
 METRICS_FILE = "metrics.json"  # written by sppo.stages.evaluate (not imported: it pulls in torch)
@@ -89,7 +91,8 @@ def list_runs(store: ArtifactStore) -> list[str]:
 
 def require_run(store: ArtifactStore, run: str) -> dict[str, str]:
     """The run folder's entries, or a RunsError naming the run, the store and the runs it does hold."""
-    inside = _entries(store, store.join(run)) if run and "/" not in run else {}
+    check_run_name(run)
+    inside = _entries(store, store.join(run))
     if BEST_FILE in inside or any(ITER_RE.match(n) or LOCK_RE.match(n) for n in inside):
         return inside
     try:
@@ -118,7 +121,7 @@ def iteration_status(store: ArtifactStore, run: str, iteration: int, lock: bool)
     stages = {}
     for stage in STAGES:
         if stage in inside:
-            stages[stage] = DONE if store.exists(f"{url}/{stage}/{MANIFEST}") else UNFINISHED
+            stages[stage] = stage_state(store, f"{url}/{stage}", hashes=False)
         elif f".{stage}.tmp" in inside:  # a local stage writing (or crashed) into its scratch folder
             stages[stage] = UNFINISHED
         else:
@@ -142,6 +145,15 @@ def run_status(store: ArtifactStore, run: str) -> RunStatus:
             numbers[int(m.group(1))] = True
     iterations = [iteration_status(store, run, n, numbers[n]) for n in sorted(numbers)]
     return RunStatus(run, iterations, read_best(store, run))
+
+
+def stage_state(store: ArtifactStore, stage_url: str, hashes: bool) -> str:
+    """done / unfinished / corrupt for a stage folder that exists: corrupt when its manifest is unreadable or
+    its files do not match it (sizes; with `hashes` also sha256)."""
+    status, manifest = read_manifest(store, stage_url)
+    if manifest is None:
+        return status
+    return CORRUPT if store.stage_problem(stage_url, manifest, hashes) else DONE
 
 
 def parse_iteration(text: str) -> int:
@@ -188,6 +200,18 @@ def read_metrics(store: ArtifactStore, evaluate_url: str, manifest: Manifest) ->
         return json.loads(data)
     except ValueError as err:
         raise CorruptArtifactError(f"{url}: unreadable ({err}); delete {evaluate_url} and rerun") from None
+
+
+def answer_cache_problems(store: ArtifactStore, run: str) -> list[tuple[str, str]]:
+    """(file name, problem) for each held-out answer cache entry whose checksum does not match its rows."""
+    folder = RunLayout(store, run).answers_url()
+    problems = []
+    for name, kind in sorted(_entries(store, folder).items()):
+        if kind != "file" or not name.endswith(".json") or name.startswith("."):
+            continue
+        if decode_answers(store.read_bytes(f"{folder}/{name}")) is None:
+            problems.append((name, "checksum does not match (evaluate generates these answers again)"))
+    return problems
 
 
 # ------------------------------------------------------------------------------------------- best pointer
