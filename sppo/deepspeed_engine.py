@@ -4,7 +4,6 @@ the recipe, the ZeRO engine, and the full state dict gathered back from ZeRO-3 p
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import deepspeed
@@ -13,8 +12,6 @@ import torch
 from sppo.config import TrainConfig
 from sppo.training import linear_schedule, make_optimizer
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     """Read train.deepspeed.config and fill it: "auto" fields from the train section, ZeRO stage, offload
@@ -22,11 +19,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     ds = cfg.deepspeed
     if ds is None:
         raise ValueError("train.deepspeed is not set; add `deepspeed: {stage: 3}` under `train:` in the recipe")
-    path = Path(ds.config)
-    if not path.is_file() and not path.is_absolute():
-        path = REPO / ds.config
-    if not path.is_file():
-        raise FileNotFoundError(f"train.deepspeed.config: {ds.config} is missing (try configs/deepspeed/zero3.json)")
+    path = ds.json_path()
     config = json.loads(path.read_text())
     config.update(
         train_micro_batch_size_per_gpu=cfg.batch_size,

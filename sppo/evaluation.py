@@ -11,9 +11,12 @@ from sppo.judges.base import Judge
 from sppo.prompts import PromptRecord
 
 
-def _rate(outcomes: np.ndarray) -> dict[str, float]:
+def _rate(outcomes: np.ndarray) -> dict[str, float | None]:
+    """Win rate and 95% interval; None (never NaN, which is not JSON) when there is nothing to rate."""
     n = len(outcomes)
-    rate = float(outcomes.mean()) if n else float("nan")
+    if not n:
+        return {"win_rate": None, "ci95_low": None, "ci95_high": None, "n": 0}
+    rate = float(outcomes.mean())
     half = 1.96 * float(outcomes.std(ddof=1)) / math.sqrt(n) if n > 1 else 0.5
     return {"win_rate": rate, "ci95_low": max(0.0, rate - half), "ci95_high": min(1.0, rate + half), "n": n}
 

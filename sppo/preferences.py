@@ -30,8 +30,24 @@ def check_preference_matrix(matrix: np.ndarray, where: str = "judge", atol: floa
     m = np.asarray(matrix, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != m.shape[1]:
         raise ValueError(f"{where}: preference matrix must be K x K, got shape {m.shape}")
+    if not np.isfinite(m).all():
+        i, j = map(int, np.argwhere(~np.isfinite(m))[0])
+        raise ValueError(
+            f"{where}: preference matrix holds {m[i, j]} at [{i}][{j}]; probabilities must be finite "
+            "(a judge score was infinite or NaN?)"
+        )
+    if ((m < 0) | (m > 1)).any():
+        i, j = map(int, np.argwhere((m < 0) | (m > 1))[0])
+        raise ValueError(f"{where}: preference matrix holds {m[i, j]} at [{i}][{j}], outside [0, 1]")
     if not np.allclose(m + m.T, 1.0, atol=atol) or not np.allclose(np.diag(m), 0.5, atol=atol):
         raise ValueError(f"{where}: preference matrix must satisfy P + P^T = 1 with 1/2 on the diagonal")
+
+
+def check_scores(scores: np.ndarray, where: str = "judge") -> None:
+    s = np.asarray(scores, dtype=np.float64)
+    if not np.isfinite(s).all():
+        i = int(np.argmax(~np.isfinite(s)))
+        raise ValueError(f"{where}: response {i} got the score {s[i]}; a judge's scores must be finite")
 
 
 def select_pair(scores: np.ndarray, matrix: np.ndarray) -> PreferencePair:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ class PromptRecord:
     constraints: tuple[dict[str, Any], ...] = field(default=())
 
 
+log = logging.getLogger(__name__)
+
+
 class PromptFileError(ValueError):
     pass
 
@@ -30,7 +34,12 @@ def _record(row: dict[str, Any], column: str, where: str, index: int) -> PromptR
         raise PromptFileError(f"{where}: field {column!r} is missing or empty; every row needs a non-empty prompt")
     constraints = row.get("constraints") or ()
     if isinstance(constraints, str):
-        constraints = json.loads(constraints)
+        try:
+            constraints = json.loads(constraints)
+        except json.JSONDecodeError:
+            raise PromptFileError(
+                f"{where}: field 'constraints' is a string but not JSON; give a list of objects"
+            ) from None
     if not isinstance(constraints, list | tuple) or not all(isinstance(c, dict) for c in constraints):
         raise PromptFileError(f"{where}: field 'constraints' must be a list of objects")
     return PromptRecord(id=str(row.get("id") or f"row{index:06d}"), prompt=text, constraints=tuple(constraints))
@@ -38,17 +47,21 @@ def _record(row: dict[str, Any], column: str, where: str, index: int) -> PromptR
 
 def _read_jsonl(path: Path, column: str) -> list[PromptRecord]:
     records = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise PromptFileError(f"{path} line {line_no}: not valid JSON ({err.msg}); fix or remove it") from None
-            if not isinstance(row, dict):
-                raise PromptFileError(f"{path} line {line_no}: expected a JSON object with a {column!r} field")
-            records.append(_record(row, column, f"{path} line {line_no}", line_no))
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines(): JSON strings may hold U+2028
+    except UnicodeDecodeError as err:
+        line_no = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise PromptFileError(f"{path} line {line_no}: not UTF-8 text ({err.reason}); save the file as UTF-8") from None
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise PromptFileError(f"{path} line {line_no}: not valid JSON ({err.msg}); fix or remove it") from None
+        if not isinstance(row, dict):
+            raise PromptFileError(f"{path} line {line_no}: expected a JSON object with a {column!r} field")
+        records.append(_record(row, column, f"{path} line {line_no}", line_no))
     return records
 
 
@@ -61,33 +74,66 @@ def _read_table(rows: list[dict[str, Any]], column: str, where: str) -> list[Pro
 def load_prompts(source: str, column: str = "prompt") -> list[PromptRecord]:
     """Read prompts from a JSONL or parquet file, or an HF dataset id (split 'train').
 
-    Duplicate prompt texts are dropped (first kept) so that splits never share an instruction."""
+    Duplicate prompt texts are dropped (first kept, with a warning that counts them) so that splits never
+    share an instruction. A local path that does not exist is an error here, never taken for a dataset id."""
     path = Path(source)
-    if path.suffix == ".jsonl":
+    if path.suffix in (".jsonl", ".parquet") or path.exists() or _looks_local(source):
         if not path.is_file():
-            raise PromptFileError(f"prompt file {path} does not exist; set data.prompts to a JSONL/parquet file")
-        records = _read_jsonl(path, column)
-    elif path.suffix == ".parquet":
-        if not path.is_file():
-            raise PromptFileError(f"prompt file {path} does not exist; set data.prompts to a JSONL/parquet file")
-        import pyarrow.parquet as pq
-
-        records = _read_table(pq.read_table(path).to_pylist(), column, str(path))
-    elif path.exists() or source.count("/") != 1:
-        raise PromptFileError(f"prompts {source!r}: expected a .jsonl or .parquet file, or an HF dataset id owner/name")
+            raise PromptFileError(
+                f"prompt file {path} does not exist; set data.prompts to a .jsonl or .parquet file (or an HF "
+                "dataset id owner/name)"
+            )
+        if path.suffix == ".jsonl":
+            records = _read_jsonl(path, column)
+        elif path.suffix == ".parquet":
+            records = _read_parquet(path, column)
+        else:
+            raise PromptFileError(
+                f"prompts {source!r}: expected a .jsonl or .parquet file, or an HF dataset id owner/name"
+            )
     else:
         import datasets
 
-        records = _read_table(datasets.load_dataset(source, split="train").to_list(), column, source)
+        try:
+            rows = datasets.load_dataset(source, split="train").to_list()
+        except Exception as err:  # noqa: BLE001 - the hub, the network or the dataset: all the user's to fix
+            said = str(err).splitlines()[0][:200] if str(err) else ""
+            raise PromptFileError(
+                f"prompts {source!r}: could not load it as an HF dataset ({type(err).__name__}: {said}); set "
+                "data.prompts to a local .jsonl or .parquet file, or check the dataset id and HF_TOKEN"
+            ) from None
+        records = _read_table(rows, column, source)
     if not records:
         raise PromptFileError(f"prompts {source}: no prompts found")
-    seen: set[str] = set()
-    unique = []
+    unique, seen = [], set()
     for record in records:
         if record.prompt not in seen:
             seen.add(record.prompt)
             unique.append(record)
+    if len(unique) < len(records):
+        log.warning("prompts %s: %d duplicate prompt text(s) dropped (first kept)", source, len(records) - len(unique))
     return unique
+
+
+def _looks_local(source: str) -> bool:
+    # An HF dataset id is exactly owner/name; anything else with a path shape is meant as a local file.
+    return source.startswith(("/", "./", "../", "~")) or source.count("/") != 1 or Path(source).parent.is_dir()
+
+
+def _read_parquet(path: Path, column: str) -> list[PromptRecord]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise PromptFileError(f"{path} is not a readable parquet file ({err})") from None
+    return _read_table(table.to_pylist(), column, str(path))
+
+
+def load_splits(data) -> PromptSplits:
+    """The held-out and per-iteration splits of a recipe's `data` section."""
+    return split_prompts(load_prompts(data.prompts, data.prompt_column), data.eval_prompts, data.split_seed)
 
 
 @dataclass(frozen=True)

@@ -110,7 +110,7 @@ def plot(results: list[IterationResult], path: Path) -> None:
         similar = [r.vs_base.get("by_length", {}).get("similar") for r in mine]
         win_rates(axes[0], its, vs_base, marker="o", color=color, label=f"{label} vs base")
         win_rates(axes[0], its, vs_prev, marker="s", color=color, ls=":", alpha=0.6, label=f"{label} vs previous")
-        if all(similar):
+        if all(s and s.get("n") for s in similar):
             win_rates(axes[1], its, similar, marker="o", color=color, label=label)
         axes[2].plot(
             [0, *its],

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+# Field metadata: every float column must be finite; a probability column must also lie in [0, 1].
+PROBABILITY = {b"range": b"probability"}
 
 GENERATIONS_FILE = "generations.parquet"  # in the generate stage's folder; rank reads it without loading torch
 GENERATIONS = pa.schema(
@@ -25,8 +32,8 @@ PREFERENCES = pa.schema(
         ("prompt", pa.string()),
         ("responses", pa.list_(pa.string())),
         ("scores", pa.list_(pa.float64())),
-        ("matrix", pa.list_(pa.list_(pa.float64()))),  # matrix[i][j] = P(y_i > y_j | x)
-        ("win_rates", pa.list_(pa.float64())),  # P(y_i > pi_t | x) = mean_j matrix[i][j]
+        pa.field("matrix", pa.list_(pa.list_(pa.float64())), metadata=PROBABILITY),  # P(y_i > y_j | x)
+        pa.field("win_rates", pa.list_(pa.float64()), metadata=PROBABILITY),  # P(y_i > pi_t | x)
     ]
 )
 
@@ -37,11 +44,31 @@ PAIRS = pa.schema(
         ("prompt", pa.string()),
         ("chosen", pa.string()),
         ("rejected", pa.string()),
-        ("chosen_probs", pa.float64()),  # P(y_w > y_l | x)
-        ("chosen_probs_win", pa.float64()),  # P(y_w > pi_t | x)
-        ("chosen_probs_lose", pa.float64()),  # P(y_l > pi_t | x)
+        pa.field("chosen_probs", pa.float64(), metadata=PROBABILITY),  # P(y_w > y_l | x)
+        pa.field("chosen_probs_win", pa.float64(), metadata=PROBABILITY),  # P(y_w > pi_t | x)
+        pa.field("chosen_probs_lose", pa.float64(), metadata=PROBABILITY),  # P(y_l > pi_t | x)
     ]
 )
+
+
+def encode_answers(rows: list[dict]) -> bytes:
+    """A held-out answer cache entry: the rows and the sha256 of their canonical JSON."""
+    return json.dumps({"sha256": _answers_digest(rows), "rows": rows}).encode()
+
+
+def decode_answers(data: bytes) -> list[dict] | None:
+    """The rows of an answer cache entry, or None when it is damaged (unreadable or checksum mismatch)."""
+    try:
+        entry = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("rows"), list):
+        return None
+    return entry["rows"] if entry.get("sha256") == _answers_digest(entry["rows"]) else None
+
+
+def _answers_digest(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
 
 class SchemaError(ValueError):
@@ -57,9 +84,34 @@ def _check(table: pa.Table, schema: pa.Schema, where: str) -> None:
         if actual != f.type:
             raise SchemaError(f"{where}: column {f.name!r} has type {actual}, expected {f.type}")
     for f in schema:
-        nulls = table.column(f.name).null_count
-        if nulls:
-            raise SchemaError(f"{where}: column {f.name!r} has {nulls} null values")
+        column = table.column(f.name)
+        if column.null_count:
+            raise SchemaError(f"{where}: column {f.name!r} has {column.null_count} null values")
+        problem = _value_problem(column, probability=f.metadata == PROBABILITY)
+        if problem:
+            raise SchemaError(f"{where}: column {f.name!r} {problem}")
+
+
+def _value_problem(column: pa.ChunkedArray, probability: bool) -> str | None:
+    """'row R holds V, ...' for the first non-finite (or, for a probability, out-of-[0, 1]) float, else None."""
+    values = column.combine_chunks()
+    rows = np.arange(len(values))
+    while pa.types.is_list(values.type):  # nested lists: follow each value back to its row
+        rows = rows[pc.list_parent_indices(values).to_numpy()]
+        values = pc.list_flatten(values)
+    if not pa.types.is_floating(values.type) or len(values) == 0:
+        return None
+    array = values.to_numpy(zero_copy_only=False)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(array) | ((array < 0.0) | (array > 1.0) if probability else False)
+    if not bad.any():
+        return None
+    first = int(np.argmax(bad))
+    wanted = "a probability in [0, 1]" if probability else "a finite number"
+    return (
+        f"row {int(rows[first])} holds {float(array[first])}, not {wanted} ({int(bad.sum())} such value(s)); "
+        "the stage that wrote it computed garbage: fix its input and rerun it"
+    )
 
 
 def write_rows(rows: list[dict], schema: pa.Schema, path: Path) -> int:

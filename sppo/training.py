@@ -20,8 +20,13 @@ from sppo.config import TrainConfig
 from sppo.losses import preference_loss
 
 
+class TrainingDivergedError(ValueError):
+    """The loss or the gradients stopped being finite: training stops and nothing is committed."""
+
+
 @dataclass(frozen=True)
 class TokenizedPair:
+    prompt_id: str
     prompt: list[int]
     chosen: list[int]
     rejected: list[int]
@@ -33,7 +38,7 @@ class TokenizedPair:
 def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_length: int) -> list[TokenizedPair]:
     """Chat-formatted prompt (left-truncated) + response + end-of-turn, the response cut to fit max_length."""
     pairs = []
-    for row in rows:
+    for index, row in enumerate(rows):
         prompt = list(
             tokenizer.apply_chat_template(
                 [{"role": "user", "content": row["prompt"]}],
@@ -49,6 +54,7 @@ def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_
 
         pairs.append(
             TokenizedPair(
+                prompt_id=str(row.get("prompt_id", f"row {index}")),
                 prompt=prompt,
                 chosen=response(row["chosen"]),
                 rejected=response(row["rejected"]),
@@ -138,7 +144,7 @@ def reference_logprobs(
 
 
 def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, pad_id: int):
-    """Mean preference loss of a micro-batch, plus the log-ratios for logging."""
+    """Per-pair preference losses of a micro-batch, and the log-ratios (detached) for logging."""
     logps = sequence_logprobs(model, collate(pairs, pad_id))
     chosen, rejected = logps.chunk(2)
     ref = ref.to(logps.device)
@@ -156,7 +162,24 @@ def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: Tra
         chosen_probs_win=column("chosen_probs_win"),
         chosen_probs_lose=column("chosen_probs_lose"),
     )
-    return losses.mean(), logr_chosen.detach(), logr_rejected.detach()
+    return losses, logr_chosen.detach(), logr_rejected.detach()
+
+
+def _describe(pair: TokenizedPair, logr_chosen, logr_rejected, loss) -> str:
+    return (
+        f"{pair.prompt_id} (loss {float(loss)}, logr chosen {float(logr_chosen):.4g}, rejected "
+        f"{float(logr_rejected):.4g}, chosen_probs {pair.chosen_probs:.4g}, win {pair.chosen_probs_win:.4g}, "
+        f"lose {pair.chosen_probs_lose:.4g})"
+    )
+
+
+def _diverged(step: int, bad: list[str], cfg: TrainConfig) -> str:
+    where = f"pair(s) {'; '.join(bad[:3])}" if bad else "a pair on another rank"
+    return (
+        f"train step {step}: the loss is not finite for {where}. Likely cause: eta = 1/beta = {1 / cfg.beta:g} "
+        f"(train.beta={cfg.beta:g}) or train.learning_rate={cfg.learning_rate:g} is too large for this model, "
+        "or the dataset holds a broken probability; nothing was committed"
+    )
 
 
 def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -206,6 +229,11 @@ class PlainEngine:
 
     def step(self) -> tuple[float, float]:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        if not torch.isfinite(grad_norm):  # never let one bad step write NaN into every weight
+            raise TrainingDivergedError(
+                f"the gradient norm is {float(grad_norm)} (the loss was finite): the learning rate "
+                f"{self.schedule.get_last_lr()[0]:g} is likely too high for this model; nothing was committed"
+            )
         lr = self.schedule.get_last_lr()[0]
         self.optimizer.step()
         self.schedule.step()
@@ -250,20 +278,36 @@ def train_policy(
             mine = step_indices[rank::size]
             # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters collectively).
             micro_batches = math.ceil(math.ceil(len(step_indices) / size) / cfg.batch_size)
-            totals = torch.zeros(3, dtype=torch.float64)  # loss, logr_chosen, logr_rejected
+            totals = torch.zeros(4, dtype=torch.float64)  # loss, logr_chosen, logr_rejected, non-finite losses
+            bad: list[str] = []
             for micro in range(micro_batches):
                 idx = mine[micro * cfg.batch_size : (micro + 1) * cfg.batch_size]
                 weight = len(idx) / len(step_indices)
                 if not idx:  # this rank's share ran out in a short last batch: a zero-weight stand-in
                     idx = step_indices[:1]
-                loss, logr_c, logr_r = pair_loss(engine.model, [pairs[i] for i in idx], ref[idx], cfg, pad_id)
+                batch = [pairs[i] for i in idx]
+                losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, pad_id)
+                finite = torch.isfinite(losses.detach())
+                bad += [
+                    _describe(p, lc, lr_, x)
+                    for p, lc, lr_, x, ok in zip(batch, logr_c, logr_r, losses, finite, strict=True)
+                    if not ok
+                ]
+                loss = losses.mean()
                 # Data-parallel gradients are averaged over ranks; x size makes the sum the global-batch mean.
                 engine.backward(loss * weight * size)
-                totals += weight * torch.tensor([loss.item(), logr_c.mean().item(), logr_r.mean().item()])
-            totals = all_ranks_sum(totals)
-            lr, grad_norm = engine.step()
-            record = dict(zip(("loss", "logr_chosen", "logr_rejected"), totals.tolist(), strict=True))
-            history.append({"step": len(history) + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, **record})
+                stats = [loss.item(), logr_c.mean().item(), logr_r.mean().item(), float((~finite).sum())]
+                totals += torch.tensor(stats, dtype=torch.float64) * torch.tensor([weight, weight, weight, 1.0])
+            totals = all_ranks_sum(totals)  # every rank sees the same totals, so every rank stops together
+            step = len(history) + 1
+            if totals[3] > 0 or not torch.isfinite(totals[:3]).all():
+                raise TrainingDivergedError(_diverged(step, bad, cfg))
+            try:
+                lr, grad_norm = engine.step()
+            except TrainingDivergedError as err:
+                raise TrainingDivergedError(f"train step {step}: {err}") from None
+            record = dict(zip(("loss", "logr_chosen", "logr_rejected"), totals[:3].tolist(), strict=True))
+            history.append({"step": step, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, **record})
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4g}")
     bar.close()

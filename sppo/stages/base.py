@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sppo.config import RecipeConfig
 from sppo.models import prepare_base_model
-from sppo.store import ArtifactStore, Manifest, commit_stage
+from sppo.store import Manifest, commit_stage
 
 
 def prepare_base(recipe: RecipeConfig, out: str) -> Manifest:
@@ -15,4 +15,4 @@ def prepare_base(recipe: RecipeConfig, out: str) -> Manifest:
         prepare_base_model(m.base, tmp, tokenizer_source=m.tokenizer, trust_remote_code=m.trust_remote_code)
         return {"source": m.base}
 
-    return commit_stage(ArtifactStore(recipe.store), out, "model", recipe.fingerprint("model"), {}, produce)
+    return commit_stage(recipe.open_store(), out, "model", recipe.fingerprint("model"), {}, produce)

@@ -10,7 +10,7 @@ from sppo.config import RecipeConfig
 from sppo.preferences import select_pair
 from sppo.schemas import PAIRS, PREFERENCES, read_rows, write_rows
 from sppo.stages.rank import PREFERENCES_FILE
-from sppo.store import ArtifactStore, Manifest, commit_stage
+from sppo.store import Manifest, commit_stage
 
 TRAIN_FILE = "train.parquet"
 
@@ -35,4 +35,4 @@ def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
         return {"rows": write_rows(pairs, PAIRS, tmp / TRAIN_FILE), "tied_pairs": ties}
 
     # No recipe field shapes the pairs beyond what rank already fingerprinted.
-    return commit_stage(ArtifactStore(recipe.store), out, "dataset", "pairs-v1", {"preferences": preferences}, produce)
+    return commit_stage(recipe.open_store(), out, "dataset", "pairs-v1", {"preferences": preferences}, produce)

@@ -7,6 +7,7 @@ from the previous iteration are read back instead of generated again."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from sppo.config import RecipeConfig
@@ -15,22 +16,30 @@ from sppo.evaluation import head_to_head, response_stats
 from sppo.generation import Sampling
 from sppo.judges import build_judge
 from sppo.models import configure_torch
-from sppo.prompts import PromptRecord
-from sppo.stages.generate import load_splits
+from sppo.prompts import PromptRecord, load_splits
+from sppo.schemas import decode_answers, encode_answers
 from sppo.store import ArtifactStore, Manifest, commit_stage
 
 METRICS_FILE = "metrics.json"
+log = logging.getLogger(__name__)
 
 
 def answers(
     recipe: RecipeConfig, store: ArtifactStore, model_url: str, model: Path, prompts: list[PromptRecord], cache_url: str
 ) -> list[dict]:
-    """One answer per held-out prompt, read from the run's answer cache when this model already gave them."""
+    """One answer per held-out prompt, read from the run's answer cache when this model already gave them.
+
+    A cache entry carries the sha256 of its rows: a damaged entry is reported and regenerated, never used."""
     url = (
         f"{cache_url}/{store.manifest_digest(model_url)[:16]}-{recipe.fingerprint('data', 'generate', 'evaluate')}.json"
     )
     if store.exists(url):
-        return json.loads(store.read_bytes(url))
+        rows = decode_answers(store.read_bytes(url))
+        if rows is not None and len(rows) == len(prompts):
+            return rows
+        log.warning(
+            "%s: damaged answer cache entry (checksum or shape does not match); generating the answers again", url
+        )
     e, g = recipe.evaluate, recipe.generate
     generator = build_generator(g, model, e.max_new_tokens, recipe.model.trust_remote_code, recipe.threads)
     completions = generator.generate(
@@ -40,17 +49,17 @@ def answers(
         {"prompt_id": p.id, "response": c[0].text, "num_tokens": c[0].num_tokens}
         for p, c in zip(prompts, completions, strict=True)
     ]
-    store.put_bytes(url, json.dumps(rows).encode())
+    store.put_bytes(url, encode_answers(rows))
     return rows
 
 
 def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
-    store = ArtifactStore(recipe.store)
+    store = recipe.open_store()
     urls = {"policy": policy, "reference": reference, "base": base}
 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
-        prompts = load_splits(recipe).evaluation
+        prompts = load_splits(recipe.data).evaluation
         judge = build_judge(recipe.judge)
         by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}
@@ -68,7 +77,7 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
                 for i, p in enumerate(prompts[: recipe.evaluate.num_samples_shown])
             ],
         }
-        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False))
         return {
             "rows": len(prompts),
             "win_rate_vs_reference": metrics["vs_reference"]["win_rate"],

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from pathlib import Path
 
 from sppo.config import GenerateConfig, RecipeConfig
 from sppo.engines import build_generator
-from sppo.generation import Batch, Completion, Sampling, completions_in_prompt_order, plan_generation
+from sppo.generation import (
+    Batch,
+    Completion,
+    Sampling,
+    completions_in_prompt_order,
+    count_truncated,
+    plan_generation,
+)
 from sppo.models import configure_torch, load_policy_tokenizer
-from sppo.prompts import PromptRecord, load_prompts, split_prompts
+from sppo.prompts import PromptRecord, load_splits
 from sppo.runner import Runner, run_in_process
 from sppo.schemas import GENERATIONS, GENERATIONS_FILE, write_rows
 from sppo.store import ArtifactStore, Manifest, commit_stage
 
 
-def load_splits(recipe: RecipeConfig):
-    d = recipe.data
-    return split_prompts(load_prompts(d.prompts, d.prompt_column), d.eval_prompts, d.split_seed)
-
-
 def training_prompts(recipe: RecipeConfig, iteration: int) -> list[PromptRecord]:
-    return load_splits(recipe).for_iteration(iteration, recipe.data.prompts_per_iteration)
+    return load_splits(recipe.data).for_iteration(iteration, recipe.data.prompts_per_iteration)
+
+
+log = logging.getLogger(__name__)
 
 
 class GenerationWorker:
@@ -62,6 +68,14 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner
         prompts = [r.prompt for r in records]
         tokenizer = load_policy_tokenizer(inputs["policy"], recipe.model.trust_remote_code)
         batches = plan_generation(tokenizer, prompts, g.batch_size, g.max_prompt_tokens, g.num_samples)
+        truncated = count_truncated(tokenizer, prompts, g.max_prompt_tokens)
+        if truncated:
+            log.warning(
+                "%d of %d prompts are longer than generate.max_prompt_tokens=%d and were cut on the left",
+                truncated,
+                len(prompts),
+                g.max_prompt_tokens,
+            )
         make_worker = functools.partial(
             GenerationWorker,
             recipe.store,
@@ -91,8 +105,9 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner
             "rows": write_rows(rows, GENERATIONS, tmp / GENERATIONS_FILE),
             "tokens": tokens,
             "tokens_per_second": round(tokens / max(seconds, 1e-9), 2),
+            "prompts_truncated": truncated,
         }
 
     # No `compute` section here: where the batches run never changes what they produce.
     fingerprint = f"{recipe.fingerprint('data', 'generate')}-iter{iteration}"
-    return commit_stage(ArtifactStore(recipe.store), out, "generate", fingerprint, {"policy": policy}, produce)
+    return commit_stage(recipe.open_store(), out, "generate", fingerprint, {"policy": policy}, produce)

@@ -10,11 +10,11 @@ from tqdm.auto import tqdm
 
 from sppo.config import JudgeConfig, RecipeConfig
 from sppo.judges import build_judge
-from sppo.preferences import check_preference_matrix, win_rates
+from sppo.preferences import check_preference_matrix, check_scores, win_rates
 from sppo.prompts import PromptRecord
 from sppo.runner import Runner, run_in_process
 from sppo.schemas import GENERATIONS, GENERATIONS_FILE, PREFERENCES, read_rows, write_rows
-from sppo.store import ArtifactStore, Manifest, commit_stage
+from sppo.store import Manifest, commit_stage
 
 PREFERENCES_FILE = "preferences.parquet"
 
@@ -32,7 +32,9 @@ class RankWorker:
         prompts = [PromptRecord(r["prompt_id"], r["prompt"], tuple(json.loads(r["constraints"]))) for r in chunk]
         ranked = []
         for row, verdict in zip(chunk, self.judge.judge(prompts, [r["responses"] for r in chunk]), strict=True):
-            check_preference_matrix(verdict.matrix, where=f"{self.judge.name} judge, prompt {row['prompt_id']}")
+            where = f"{self.judge.name} judge, prompt {row['prompt_id']}"
+            check_scores(verdict.scores, where)
+            check_preference_matrix(verdict.matrix, where)
             ranked.append(
                 {
                     "prompt_id": row["prompt_id"],
@@ -58,5 +60,5 @@ def rank(recipe: RecipeConfig, generations: str, out: str, runner: Runner = run_
 
     # No `compute` section here: where the chunks run never changes the verdicts.
     return commit_stage(
-        ArtifactStore(recipe.store), out, "rank", recipe.fingerprint("judge"), {"generations": generations}, produce
+        recipe.open_store(), out, "rank", recipe.fingerprint("judge"), {"generations": generations}, produce
     )

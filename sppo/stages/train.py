@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from sppo.config import RecipeConfig
-from sppo.models import configure_torch, load_policy, save_policy
+from sppo.models import check_weights_finite, configure_torch, load_policy, save_policy
 from sppo.schemas import PAIRS, read_rows
 from sppo.stages.dataset import TRAIN_FILE
-from sppo.store import ArtifactStore, Manifest, commit_stage
+from sppo.store import Manifest, commit_stage
 from sppo.train_distributed import launch
 from sppo.training import tokenize_pairs, train_policy
 
@@ -34,6 +34,7 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest
             history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
             save_policy(model, tokenizer, tmp)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
+        check_weights_finite(tmp)  # the loop checks every step; this also covers a launched job's output
         losses = [h["loss"] for h in history]
         return {
             "rows": len(rows),
@@ -47,4 +48,4 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest
         }
 
     inputs = {"dataset": dataset, "reference": policy}
-    return commit_stage(ArtifactStore(recipe.store), out, "model", recipe.fingerprint("train"), inputs, produce)
+    return commit_stage(recipe.open_store(), out, "model", recipe.fingerprint("train"), inputs, produce)
