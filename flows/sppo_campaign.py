@@ -13,11 +13,12 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.cli import run_command
 from flows.sppo_iteration import DEFAULT_RECIPE, sppo_iteration
 from sppo.config import load_recipe
-from sppo.iteration import IterationLocked, share_first_iteration
+from sppo.iteration import share_first_iteration
+from sppo.preflight import preflight
 from sppo.report import write_report
-from sppo.store import ArtifactStore
 
 
 @flow(name="sppo-campaign")
@@ -25,6 +26,7 @@ def sppo_campaign(
     run: str = "default", iterations: int = 3, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
 ) -> list[str]:
     """Returns the URLs of each iteration's evaluate folder."""
+    preflight(load_recipe(config, overrides or []), run, 1)
     return [
         sppo_iteration(run=run, iteration=t, config=config, overrides=overrides or []) for t in range(1, iterations + 1)
     ]
@@ -40,34 +42,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args(argv)
     runs = {loss: f"{args.run}-{loss.replace('_', '-')}" for loss in args.losses} if args.losses else {"": args.run}
-    store = ArtifactStore(load_recipe(args.config, args.overrides).store)
     first_run = next(iter(runs.values()))
-    try:
+
+    def validate() -> None:
+        if args.iterations < 1:
+            raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
+        for loss, run in runs.items():
+            preflight(load_recipe(args.config, [*args.overrides, *([f"train.loss={loss}"] if loss else [])]), run, 1)
+
+    def run_all() -> str:
+        store = load_recipe(args.config, args.overrides).open_store()
         for loss, run in runs.items():
             extra = [f"train.loss={loss}"] if loss else []
             if run != first_run:
                 share_first_iteration(store, first_run, run)  # iteration 1's data do not depend on the loss
             sppo_campaign(run=run, iterations=args.iterations, config=args.config, overrides=[*args.overrides, *extra])
-        if args.report:
-            recipe = load_recipe(args.config, args.overrides)
-            notes = (
-                f"Recipe `{args.config}`{' with ' + ', '.join(args.overrides) if args.overrides else ''}; "
-                f"{recipe.data.eval_prompts} held-out prompts judged by the {recipe.judge.type} judge. "
-                "Win rates count ties as 1/2; 'similar length' keeps prompts where the two answers' "
-                "word counts are within 20%."
-            )
-            path = write_report(
-                store,
-                {loss or run: run for loss, run in runs.items()},
-                args.report,
-                title="SPPO on CPU: results",
-                notes=notes,
-            )
-            print(f"report: {path}")
-    except (ValueError, IterationLocked) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        if not args.report:
+            return f"campaign done: runs {', '.join(runs.values())}"
+        recipe = load_recipe(args.config, args.overrides)
+        notes = (
+            f"Recipe `{args.config}`{' with ' + ', '.join(args.overrides) if args.overrides else ''}; "
+            f"{recipe.data.eval_prompts} held-out prompts judged by the {recipe.judge.type} judge. "
+            "Win rates count ties as 1/2; 'similar length' keeps prompts where the two answers' "
+            "word counts are within 20%."
+        )
+        runs_by_label = {loss or run: run for loss, run in runs.items()}
+        path = write_report(store, runs_by_label, args.report, title="SPPO on CPU: results", notes=notes)
+        return f"report: {path}"
+
+    return run_command(f"campaign-{args.run}", validate, run_all)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,12 @@ import sys
 
 from prefect import flow
 
+from flows.cli import run_command
 from sppo.config import load_recipe
-from sppo.iteration import IterationLocked, iteration_lock, starting_policy
-from sppo.store import ArtifactStore, RunLayout
+from sppo.iteration import iteration_lock, starting_policy
+from sppo.names import RUN_NAME_PATTERN
+from sppo.preflight import preflight
+from sppo.store import RunLayout
 from tasks.stages import (
     build_dataset_task,
     evaluate_task,
@@ -36,7 +39,8 @@ def sppo_iteration(
 ) -> str:
     """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
     recipe = load_recipe(config, overrides or [])
-    layout = RunLayout(ArtifactStore(recipe.store), run)
+    preflight(recipe, run, iteration)  # also when started from a deployment: a mistake fails before any task
+    layout = RunLayout(recipe.open_store(), run)
     stage = functools.partial(layout.stage_url, iteration)
     # One writer per run and iteration; a re-run after a crash takes over a dead writer's lock.
     with iteration_lock(layout.store, f"{layout.iteration_url(iteration)}.lock", lock_wait_seconds):
@@ -52,7 +56,9 @@ def sppo_iteration(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="default", help="run name: artifacts go to <store>/<run>/")
+    parser.add_argument(
+        "--run", default="default", help=f"run name ({RUN_NAME_PATTERN}): artifacts go to <store>/<run>/"
+    )
     parser.add_argument("--iteration", type=int, default=1)
     parser.add_argument("--config", default=DEFAULT_RECIPE, help="recipe YAML")
     parser.add_argument(
@@ -71,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         help="override a recipe field, e.g. --set train.learning_rate=1e-6",
     )
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> str:
         out = sppo_iteration(
             run=args.run,
             iteration=args.iteration,
@@ -79,11 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides=args.overrides,
             lock_wait_seconds=args.lock_wait,
         )
-    except (ValueError, IterationLocked) as err:  # a mistake or a concurrent writer: say so, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"iteration {args.iteration} of run {args.run!r} done; metrics: {out}/metrics.json")
-    return 0
+        return f"iteration {args.iteration} of run {args.run!r} done; metrics: {out}/metrics.json"
+
+    validate = lambda: preflight(load_recipe(args.config, args.overrides), args.run, args.iteration)  # noqa: E731
+    return run_command(f"iteration-{args.iteration}", validate, run)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from sppo.stages.evaluate import METRICS_FILE, evaluate
 from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
-from sppo.store import ArtifactStore, Manifest
+from sppo.store import Manifest
 
 
 def _transient(task, task_run, state) -> bool:
@@ -49,7 +49,10 @@ def _runner(compute: ComputeConfig, workers: int, tensor_parallel: int = 1) -> R
 
 
 def _done(manifest: Manifest, out: str) -> str:
-    get_run_logger().info("%s: %s rows in %.1f s -> %s", manifest.stage, manifest.rows, manifest.seconds, out)
+    if manifest.reused:
+        get_run_logger().info("%s: reused, finished at %s -> %s", manifest.stage, manifest.created, out)
+    else:
+        get_run_logger().info("%s: %s rows in %.1f s -> %s", manifest.stage, manifest.rows, manifest.seconds, out)
     return out
 
 
@@ -84,7 +87,7 @@ def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> str
 @task(name="evaluate", **STAGE)
 def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> str:
     manifest = evaluate(recipe, policy, reference, base, out, cache)
-    metrics = ArtifactStore(recipe.store).read_bytes(f"{out}/{METRICS_FILE}").decode()
+    metrics = recipe.open_store().read_bytes(f"{out}/{METRICS_FILE}").decode()
     create_markdown_artifact(
         key="sppo-metrics",
         markdown=f"### SPPO evaluation: {out}\n\n```json\n{metrics}\n```",
