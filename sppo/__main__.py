@@ -25,18 +25,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_prepare_base(args: argparse.Namespace) -> int:
-    from sppo.config import ConfigError, load_recipe
+    from sppo.config import load_recipe
+    from sppo.sources import require_model_source
+    from sppo.store import RunLayout
 
     try:
         recipe = load_recipe(args.config)
-    except ConfigError as err:
+        out = RunLayout(recipe.open_store(), args.run).model_url(0)
+        require_model_source(recipe.model.base)
+        from sppo.stages.base import prepare_base  # imports torch: only when needed
+
+        manifest = prepare_base(recipe, out)
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from sppo.stages.base import prepare_base  # imports torch: only when needed
-    from sppo.store import RunLayout
-
-    out = RunLayout(recipe.open_store(), args.run).model_url(0)
-    manifest = prepare_base(recipe, out)
     print(f"base model {manifest.info.get('source')} ready at {out}")
     return 0
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sppo.names import check_store_url
+from sppo.names import check_no_placeholder, check_store_url
 from sppo.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,6 +235,7 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
     path = key.strip().split(".")
     if not sep or not all(path):
         raise ConfigError(f"override {override!r} must look like section.field=value, e.g. train.beta=0.01")
+    check_no_placeholder(raw, f"override {override!r}")
     *parents, leaf = path
     node = tree
     for depth, part in enumerate(parents):

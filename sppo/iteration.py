@@ -66,7 +66,7 @@ def iteration_lock(
     url: str,
     wait_seconds: float = 0.0,
     poll_seconds: float = 2.0,
-    unreadable_grace_seconds: float = 10.0,
+    unreadable_grace_seconds: float = 5.0,
 ) -> Iterator[None]:
     """Hold `url` (an object created with its content in one step, only if absent: a hard link locally, a
     conditional PUT on S3) while an iteration writes. A second writer waits up to wait_seconds, then fails

@@ -30,7 +30,13 @@ def load_tokenizer(source: str, trust_remote_code: bool = False):
         folder, name = smollm2_gguf_location()
         return AutoTokenizer.from_pretrained(folder, gguf_file=name)
     require_tokenizer_source(source)
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    local = Path(source).expanduser()
+    if not local.exists():  # a hub id: its errors (network, auth) are transformers' own
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelSourceError(f"{local}: no usable tokenizer ({_first_line(err)}); {_TOKENIZER_FILES}") from None
 
 
 def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: bool):
@@ -55,8 +61,20 @@ def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: boo
         torch.manual_seed(fields.pop("seed", 0))
         return LlamaForCausalLM(LlamaConfig(**fields)).float(), tokenizer
     # A local folder or a hub id: transformers resolves both.
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        if not Path(source).expanduser().exists():
+            raise  # a hub id: a network error may pass on a retry
+        raise ModelSourceError(f"model.base: {source} holds no loadable model ({_first_line(err)})") from None
     return model, load_tokenizer(tokenizer_source or source, trust_remote_code)
+
+
+_TOKENIZER_FILES = "the folder needs tokenizer.json (or the tokenizer's own files) and tokenizer_config.json"
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def prepare_base_model(
@@ -107,13 +125,7 @@ def load_policy_tokenizer(model_dir: str | Path, trust_remote_code: bool = False
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelSourceError(f"{model_dir} is not a model folder (no config.json)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, TypeError) as err:
-        raise ModelSourceError(
-            f"{model_dir}: no usable tokenizer ({str(err).splitlines()[0][:200]}); the folder needs tokenizer.json "
-            "(or the tokenizer's files) and tokenizer_config.json beside config.json"
-        ) from None
+    tokenizer = load_tokenizer(str(model_dir), trust_remote_code)
     require_chat_template(tokenizer, model_dir)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

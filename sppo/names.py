@@ -30,16 +30,21 @@ def check_run_name(run: object) -> str:
     return run
 
 
+def check_no_placeholder(text: str, where: str) -> None:
+    """A `{{ $VAR }}` left in a value means `prefect deploy` ran without VAR in its environment."""
+    if placeholder := _PLACEHOLDER.search(text):
+        raise InvalidNameError(
+            f"{where} holds the unresolved placeholder {placeholder.group(0)}: set the environment variable "
+            f"{placeholder.group(1)} where `prefect deploy` runs (e.g. {placeholder.group(1)}=s3://my-bucket/sppo), "
+            "then deploy again"
+        )
+
+
 def check_store_url(url: object) -> str:
     """`url` if it names a store this code can use: a local folder, file:///path or s3://bucket[/prefix]."""
     if not isinstance(url, str) or not url.strip():
         raise InvalidNameError("store is empty: set `store` to a local folder or s3://bucket/prefix")
-    if placeholder := _PLACEHOLDER.search(url):
-        raise InvalidNameError(
-            f"store {url!r} holds the unresolved placeholder {placeholder.group(0)}: set the environment variable "
-            f"{placeholder.group(1)} (e.g. {placeholder.group(1)}=s3://my-bucket/sppo) where `prefect deploy` runs, "
-            "then deploy again"
-        )
+    check_no_placeholder(url, f"store {url!r}")
     scheme, sep, rest = url.partition("://")
     if not sep:
         head = url.split("/", 1)[0]

@@ -26,8 +26,6 @@ def preflight(recipe: RecipeConfig, run: str, iteration: int) -> None:
         recipe.train.deepspeed.json_path()
     if recipe.judge.type == "pairrm" and looks_like_path(recipe.judge.ranker_path):
         if not Path(recipe.judge.ranker_path).expanduser().is_dir():
-            raise IterationError(
-                f"judge.ranker_path: {recipe.judge.ranker_path} does not exist (a PairRM ranker folder)"
-            )
+            raise IterationError(f"judge.ranker_path: {recipe.judge.ranker_path} is not a PairRM ranker folder")
     if iteration > 1:
         starting_policy(RunLayout(recipe.open_store(), run), iteration)

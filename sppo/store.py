@@ -357,8 +357,8 @@ def commit_stage(
     input_digests = {name: store.manifest_digest(url) for name, url in inputs.items()}
     try:
         existing = store.manifest(out)
-    except CorruptArtifactError as err:  # an unreadable manifest: the stage is redone like any damaged one
-        log.warning("%s; redoing the stage", err)
+    except CorruptArtifactError:  # an unreadable manifest: the stage is redone like any damaged one
+        log.warning("%s/%s is unreadable; redoing the stage", out, MANIFEST)
         existing = None
     damaged = existing is None and store.exists(f"{out}/{MANIFEST}")
     if existing and existing.fingerprint == fingerprint and existing.inputs == input_digests:

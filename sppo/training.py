@@ -290,7 +290,7 @@ def train_policy(
                 finite = torch.isfinite(losses.detach())
                 bad += [
                     _describe(p, lc, lr_, x)
-                    for p, lc, lr_, x, ok in zip(batch, logr_c, logr_r, losses, finite, strict=True)
+                    for p, lc, lr_, x, ok in zip(batch, logr_c, logr_r, losses.detach(), finite, strict=True)
                     if not ok
                 ]
                 loss = losses.mean()

@@ -242,3 +242,60 @@ def test_kill_inside_a_stage_then_rerun_completes_it_and_matches_an_uninterrupte
     assert json.loads((run_dir / metrics).read_bytes()) == json.loads((ref_dir / metrics).read_bytes())
     assert _contents(run_dir) == reference["contents"], "some output file differs from the uninterrupted run"
     assert _answers(run_dir) == reference["answers"], "the evaluation answer cache differs"
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of pid (Linux /proc)."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            children = (task / "children").read_text().split() if (task / "children").exists() else []
+            found += [int(c) for c in children]
+            frontier += [int(c) for c in children]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A smoke iteration whose generate stage runs for a while (long answers), started as the CLI is."""
+    log = tmp_path / "run.log"
+    command = [*_command(tmp_path / "store"), "--set", "generate.max_new_tokens=1500"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=REPO, env=_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not (tmp_path / "store" / RUN / "iter-001" / ".generate.tmp").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, f"generate never started:\n{_tail(log)}"
+        time.sleep(0.2)
+    return proc, log
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
+def test_kill_9_of_the_command_takes_its_temporary_api_with_it(tmp_path):
+    proc, log = _start_long_run(tmp_path)
+    children = _children(proc.pid)
+    assert children, f"the temporary API server should be a child of the command:\n{_tail(log)}"
+    proc.kill()  # only the command, not its process group: its children are on their own now
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(c) for c in children), "an orphaned child (the temporary API server) outlived kill -9"
+
+
+def test_sigterm_stops_the_command_and_releases_the_lock(tmp_path):
+    proc, log = _start_long_run(tmp_path)
+    children = _children(proc.pid)
+    proc.terminate()
+    assert proc.wait(timeout=60) == 143, _tail(log)
+    assert not (tmp_path / "store" / RUN / "iter-001.lock").exists(), "the lock is released on SIGTERM"
+    assert not (tmp_path / "store" / RUN / "iter-001" / "generate").exists(), "the interrupted stage is not committed"
+    assert not any(_alive(c) for c in children), "no child outlives the command"

@@ -53,3 +53,25 @@ def test_lock_of_a_dead_process_is_taken_over(tmp_path):
     store.put_bytes(url, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": "then"}).encode())
     with iteration_lock(store, url):
         assert json.loads(store.read_bytes(url))["pid"] != dead.pid
+
+
+@pytest.mark.parametrize("content", [b"", b"[1,2]", b"{not json"])
+def test_unreadable_lock_waits_then_says_what_to_do(tmp_path, content):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    store.put_bytes(url, content)
+    with pytest.raises(IterationLocked, match=r"exists but is not a lock this code wrote.*delete it and run again"):
+        with iteration_lock(store, url, poll_seconds=0.01, unreadable_grace_seconds=0.1):
+            pass
+    assert store.read_bytes(url) == content, "someone else's object is left alone"
+
+
+def test_lock_is_created_with_its_content(tmp_path):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    store.create_exclusive(url, b'{"pid": 1}')
+    assert store.read_bytes(url) == b'{"pid": 1}'
+    with pytest.raises(FileExistsError):
+        store.create_exclusive(url, b"other")
+    assert store.read_bytes(url) == b'{"pid": 1}'
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["iter-001.lock"], "no temporary file is left"

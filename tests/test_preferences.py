@@ -52,3 +52,18 @@ def test_inconsistent_matrix_is_rejected():
     bad[0, 1] = 0.9
     with pytest.raises(ValueError, match="P \\+ P\\^T = 1"):
         check_preference_matrix(bad, where="test judge")
+
+
+def test_non_finite_judgements_name_the_prompt_and_the_value():
+    import numpy as np
+    import pytest
+
+    from sppo.preferences import check_preference_matrix, check_scores
+
+    with pytest.raises(ValueError, match=r"rule judge, prompt p7: response 1 got the score inf"):
+        check_scores(np.array([0.5, np.inf]), "rule judge, prompt p7")
+    matrix = np.array([[0.5, np.nan], [np.nan, 0.5]])
+    with pytest.raises(ValueError, match=r"prompt p7: preference matrix holds nan at \[0\]\[1\]"):
+        check_preference_matrix(matrix, "rule judge, prompt p7")
+    with pytest.raises(ValueError, match=r"holds 1.5 at \[0\]\[1\], outside \[0, 1\]"):
+        check_preference_matrix(np.array([[0.5, 1.5], [-0.5, 0.5]]), "j")

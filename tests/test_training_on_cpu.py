@@ -76,3 +76,34 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
     with torch.no_grad():
         loss_after = pair_loss(model, pairs, ref, cfg, pad)[0].mean().item()
     assert loss_after < loss_before
+
+
+def test_a_non_finite_loss_stops_training_naming_the_pair(policy):
+    from sppo.training import TrainingDivergedError
+
+    model, tokenizer = policy
+    rows = [dict(ROWS[0], prompt_id="p-good"), dict(ROWS[1], prompt_id="p-broken", chosen_probs_win=float("nan"))]
+    pairs = tokenize_pairs(rows, tokenizer, max_length=128, max_prompt_length=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(loss="sppo", beta=0.1, learning_rate=1e-3, batch_size=2)
+    with pytest.raises(TrainingDivergedError, match=r"train step 1: the loss is not finite for pair\(s\) p-broken"):
+        train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "no update after a NaN loss"
+
+
+def test_non_finite_weights_are_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sppo.models import NonFiniteWeightsError, check_weights_finite
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    check_weights_finite(folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(iter(weights))
+    weights[name][0] = float("inf")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(NonFiniteWeightsError, match=rf"weight {name} holds NaN or infinity"):
+        check_weights_finite(folder)

@@ -127,7 +127,11 @@ def _verify(store: ArtifactStore, args: argparse.Namespace) -> int:
     print(f"run {args.run} in {where(store)}: {len(rows)} item(s) checked, {bad} corrupt")
     print(table(["iter", "stage", "status", "problem"], rows))
     if bad:
-        print(f"rerun the iterations with corrupt stages (make run-iteration ITER=N RUN={args.run}): they redo them")
+        print(
+            f"error: {bad} corrupt item(s) in run {args.run}: rerun their iterations "
+            f"(make run-iteration ITER=N RUN={args.run}), which redoes them",
+            file=sys.stderr,
+        )
     return 1 if bad else 0
 
 
