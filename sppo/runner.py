@@ -9,9 +9,25 @@ the units across them. Results depend only on the units, never on how they were 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 Worker = Callable[[list[Any]], list[Any]]
+
+# Set by a runner that starts a worker inside a reserved group of devices (a Ray placement group): an
+# engine spanning several devices (vLLM with tensor parallelism) then puts its shards there.
+PLACEMENT_ENV = "SPPO_ENGINE_PLACEMENT"
+
+
+@dataclass(frozen=True)
+class EngineShape:
+    """What one engine (one worker) holds: CPUs and GPUs for a one-device engine, or `tensor_parallel` GPUs
+    that must sit on one node (a tensor-parallel engine's shards talk at every layer). Plugins declare it;
+    runners reserve it."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    tensor_parallel: int = 1
 
 
 class Runner(Protocol):

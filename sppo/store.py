@@ -29,12 +29,11 @@ from typing import Any
 
 import fsspec
 
+from sppo.artifacts import ANSWERS_FOLDER, MANIFEST, STAGES
 from sppo.names import check_run_name, check_store_url
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-STAGES = ("generate", "rank", "dataset", "model", "evaluate")
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "store"
 
 
@@ -337,7 +336,7 @@ class RunLayout:
         return self.stage_url(iteration, "model")
 
     def answers_url(self) -> str:
-        return self.store.join(self.run, "eval-answers")
+        return self.store.join(self.run, ANSWERS_FOLDER)
 
 
 def commit_stage(

@@ -1,17 +1,9 @@
-"""`python -m sppo.train_distributed`: the train stage as a multi-process DeepSpeed job.
-
-Run under a launcher, one process per GPU (or per CPU share), on one node or many:
-
-    torchrun --nproc_per_node 8 -m sppo.train_distributed --dataset D --policy P --out O --recipe R.yaml
-    deepspeed --num_gpus 8 --no_local_rank --module sppo.train_distributed --dataset D ...
-
-Every rank runs sppo.training.train_policy, the single-process loop, inside a ZeRO engine; rank 0 writes
-the model folder and train_log.jsonl. The train stage launches this on its node when train.processes > 1
-or train.deepspeed is set (see `launch`)."""
+"""Launch the train stage as a multi-process DeepSpeed job (jobs/train_deepspeed.py) on this node, under
+torchrun or DeepSpeed's launcher, and read back its log. The train stage calls `launch` when
+train.deepspeed is set."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -20,53 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sppo.config import RecipeConfig, load_recipe
+from sppo.artifacts import TRAIN_LOG
+from sppo.config import RecipeConfig
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sppo.train_distributed", description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", required=True, type=Path, help="dataset stage folder holding train.parquet")
-    parser.add_argument("--policy", required=True, type=Path, help="pi_t model folder (also pi_ref)")
-    parser.add_argument("--out", required=True, type=Path, help="folder rank 0 writes pi_{t+1} and the log into")
-    parser.add_argument("--recipe", required=True, help="recipe YAML (or JSON)")
-    parser.add_argument("overrides", nargs="*", help="section.field=value recipe overrides")
-    args = parser.parse_args(argv)
-    recipe = load_recipe(args.recipe, args.overrides)
-    cfg = recipe.train
-
-    import deepspeed
-    import torch
-    from transformers.integrations import HfDeepSpeedConfig
-
-    from sppo.deepspeed_engine import deepspeed_config, gathered_state_dict
-    from sppo.models import configure_torch, load_policy
-    from sppo.schemas import PAIRS, read_rows
-    from sppo.stages.dataset import TRAIN_FILE
-    from sppo.stages.train import TRAIN_LOG
-    from sppo.training import tokenize_pairs, train_policy, world
-
-    deepspeed.init_distributed()  # env:// from the launcher; gloo on DeepSpeed's CPU accelerator
-    rank, size = world()
-    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
-    configure_torch(max(1, (recipe.threads or os.cpu_count() or 1) // local_size))
-    rows = read_rows(args.dataset / TRAIN_FILE, PAIRS)
-    ds_config = deepspeed_config(cfg, size)
-    # While this object lives, from_pretrained builds the model under zero.Init: each rank holds only its
-    # partition of the weights, never a full copy (the point of ZeRO-3 for a 7B policy on 8 ranks).
-    zero3_loading = HfDeepSpeedConfig(ds_config) if cfg.deepspeed.stage == 3 else None
-    model, tokenizer = load_policy(args.policy, recipe.model.trust_remote_code, training=True)
-    pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
-    history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=rank == 0, deepspeed_config=ds_config)
-    state = gathered_state_dict(model)
-    if rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(args.out, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(args.out)
-        (args.out / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-    del zero3_loading
-    return 0
+JOB = "jobs.train_deepspeed"  # the module every rank runs
 
 
 def _free_port() -> int:
@@ -77,8 +26,6 @@ def _free_port() -> int:
 
 def launch(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> list[dict]:
     """Run this module as a train.processes-process job on this node under train.launcher; returns the log."""
-    from sppo.stages.train import TRAIN_LOG
-
     cfg = recipe.train
     env = dict(os.environ)
     # DeepSpeed JIT-compiles helper ops on first use; keep them in the project's cache, not ~/.cache.
@@ -90,15 +37,11 @@ def launch(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> list
         job = ["--dataset", str(dataset), "--policy", str(policy), "--out", str(out), "--recipe", str(recipe_file)]
         if cfg.launcher == "torchrun":
             cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={cfg.processes}"]
-            cmd += ["--master_addr=127.0.0.1", f"--master_port={port}", "-m", "sppo.train_distributed", *job]
+            cmd += ["--master_addr=127.0.0.1", f"--master_port={port}", "-m", JOB, *job]
         else:
             cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.processes)]
-            cmd += ["--no_local_rank", "--master_port", port, "--module", "sppo.train_distributed", *job]
+            cmd += ["--no_local_rank", "--master_port", port, "--module", JOB, *job]
         done = subprocess.run(cmd, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"training job failed (exit {done.returncode}); its output is above. Command: {cmd}")
     return [json.loads(line) for line in (out / TRAIN_LOG).read_text().splitlines()]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sppo.config import TrainConfig
-from sppo.losses import preference_loss
+from sppo.optim import linear_schedule, make_optimizer
 
 
 class TrainingDivergedError(ValueError):
@@ -30,9 +30,7 @@ class TokenizedPair:
     prompt: list[int]
     chosen: list[int]
     rejected: list[int]
-    chosen_probs: float
-    chosen_probs_win: float
-    chosen_probs_lose: float
+    values: dict[str, float]  # the pair's per-pair numbers from train.parquet (chosen_probs, ...), for the loss
 
 
 def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_length: int) -> list[TokenizedPair]:
@@ -58,9 +56,7 @@ def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_
                 prompt=prompt,
                 chosen=response(row["chosen"]),
                 rejected=response(row["rejected"]),
-                chosen_probs=row["chosen_probs"],
-                chosen_probs_win=row["chosen_probs_win"],
-                chosen_probs_lose=row["chosen_probs_lose"],
+                values={k: float(v) for k, v in row.items() if isinstance(v, float)},
             )
         )
     return pairs
@@ -150,55 +146,29 @@ def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: Tra
     ref = ref.to(logps.device)
     logr_chosen, logr_rejected = chosen - ref[:, 0], rejected - ref[:, 1]
 
-    def column(name: str) -> torch.Tensor:
-        return torch.tensor([getattr(p, name) for p in pairs], dtype=logps.dtype, device=logps.device)
-
-    losses = preference_loss(
-        cfg.loss,
-        logr_chosen,
-        logr_rejected,
-        cfg.beta,
-        chosen_probs=column("chosen_probs"),
-        chosen_probs_win=column("chosen_probs_win"),
-        chosen_probs_lose=column("chosen_probs_lose"),
-    )
+    values = {
+        name: torch.tensor([p.values[name] for p in pairs], dtype=logps.dtype, device=logps.device)
+        for name in cfg.loss.needs
+    }
+    losses = cfg.loss(logr_chosen, logr_rejected, values)
     return losses, logr_chosen.detach(), logr_rejected.detach()
 
 
 def _describe(pair: TokenizedPair, logr_chosen, logr_rejected, loss) -> str:
+    values = ", ".join(f"{k} {v:.4g}" for k, v in pair.values.items())
     return (
         f"{pair.prompt_id} (loss {float(loss)}, logr chosen {float(logr_chosen):.4g}, rejected "
-        f"{float(logr_rejected):.4g}, chosen_probs {pair.chosen_probs:.4g}, win {pair.chosen_probs_win:.4g}, "
-        f"lose {pair.chosen_probs_lose:.4g})"
+        f"{float(logr_rejected):.4g}, {values})"
     )
 
 
 def _diverged(step: int, bad: list[str], cfg: TrainConfig) -> str:
     where = f"pair(s) {'; '.join(bad[:3])}" if bad else "a pair on another rank"
     return (
-        f"train step {step}: the loss is not finite for {where}. Likely cause: eta = 1/beta = {1 / cfg.beta:g} "
-        f"(train.beta={cfg.beta:g}) or train.learning_rate={cfg.learning_rate:g} is too large for this model, "
-        "or the dataset holds a broken probability; nothing was committed"
+        f"train step {step}: the loss is not finite for {where}. Likely cause: eta = 1/beta = {cfg.loss.eta:g} "
+        f"(train.loss.beta={cfg.loss.beta:g}) or train.learning_rate={cfg.learning_rate:g} is too large for this "
+        "model, or the dataset holds a broken probability; nothing was committed"
     )
-
-
-def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-
-def linear_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up then linear decay to zero, as the reference's transformers Trainer does."""
-    warmup = math.ceil(total_steps * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return factor
 
 
 class Engine(Protocol):

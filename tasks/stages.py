@@ -7,11 +7,12 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from sppo.artifacts import METRICS_FILE
 from sppo.config import ComputeConfig, RecipeConfig
-from sppo.runner import Runner, run_in_process
+from sppo.runner import EngineShape, Runner, run_in_process
 from sppo.stages.base import prepare_base
 from sppo.stages.dataset import build_dataset
-from sppo.stages.evaluate import METRICS_FILE, evaluate
+from sppo.stages.evaluate import evaluate
 from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
@@ -39,13 +40,14 @@ STAGE = dict(
 )
 
 
-def _runner(compute: ComputeConfig, workers: int, tensor_parallel: int = 1) -> Runner:
-    """Where a stage's work units run: here, or on `workers` Ray actors (recipe section `compute`)."""
+def _runner(compute: ComputeConfig, workers: int, shape: EngineShape) -> Runner:
+    """Where a stage's work units run: here, or on `workers` Ray actors of the plugin's `shape` (recipe
+    section `compute`)."""
     if compute.executor == "local":
         return run_in_process
     from distributed.ray_pool import RayRunner  # only now: the local executor never imports Ray
 
-    return RayRunner.for_stage(compute, workers, tensor_parallel)
+    return RayRunner.for_stage(compute, workers, shape)
 
 
 def _done(manifest: Manifest, out: str) -> str:
@@ -63,15 +65,17 @@ def prepare_base_task(recipe: RecipeConfig, out: str) -> str:
 
 @task(name="generate", **STAGE)
 def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> str:
-    g = recipe.generate
-    tensor_parallel = g.vllm.tensor_parallel_size if g.backend == "vllm" else 1
-    runner = _runner(recipe.compute, recipe.compute.generate_workers, tensor_parallel)
+    c = recipe.compute
+    shape = recipe.generate.engine.engine_shape(c.cpus_per_worker, c.gpus_per_worker)
+    runner = _runner(c, c.generate_workers, shape)
     return _done(generate(recipe, policy, iteration, out, runner), out)
 
 
 @task(name="rank", **STAGE)
 def rank_task(recipe: RecipeConfig, generations: str, out: str) -> str:
-    return _done(rank(recipe, generations, out, _runner(recipe.compute, recipe.compute.rank_workers)), out)
+    c = recipe.compute
+    runner = _runner(c, c.rank_workers, recipe.judge.engine_shape(c.cpus_per_worker, c.gpus_per_worker))
+    return _done(rank(recipe, generations, out, runner), out)
 
 
 @task(name="build-parquet", **STAGE)

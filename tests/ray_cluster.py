@@ -14,12 +14,12 @@ from pathlib import Path
 
 import psutil
 
+from sppo.artifacts import GENERATIONS, PREFERENCES, PREFERENCES_FILE, read_rows
 from sppo.config import load_recipe
 from sppo.runner import Runner, run_in_process
-from sppo.schemas import GENERATIONS, PREFERENCES, read_rows
 from sppo.stages.base import prepare_base
 from sppo.stages.generate import GENERATIONS_FILE, generate
-from sppo.stages.rank import PREFERENCES_FILE, rank
+from sppo.stages.rank import rank
 from sppo.store import ArtifactStore, RunLayout
 
 from .conftest import REPO

@@ -225,17 +225,29 @@ CASES = [
         2,
         r"latin1\.yaml is not UTF-8",
     ),
-    Case("override without =", "iteration", _iteration("train.beta"), 2, r"'train\.beta' must look like section"),
-    Case("override bad YAML", "iteration", _iteration("train.beta=[1,"), 2, r"'train\.beta=\[1,': the value is not"),
-    Case("override below a value", "iteration", _iteration("train.beta.x=1"), 2, r"train\.beta is a value, not a"),
+    Case("override without =", "iteration", _iteration("train.loss.beta"), 2, r"'train\.loss\.beta' must"),
+    Case(
+        "override bad YAML", "iteration", _iteration("train.loss.beta=[1,"), 2, r"'train\.loss\.beta=\[1,': the value"
+    ),
+    Case("override below a value", "iteration", _iteration("train.loss.beta.x=1"), 2, r"train\.loss\.beta is a value"),
     Case("unknown field", "iteration", _iteration("train.nope=1"), 2, r"train\.nope: Extra inputs"),
     Case(
-        "beta far too small", "iteration", _iteration("train.beta=1e-300"), 2, r"train\.beta: Input should be greater"
+        "beta far too small",
+        "iteration",
+        _iteration("train.loss.beta=1e-300"),
+        2,
+        r"train\.loss\.sppo\.beta: Input should be greater",
     ),
     Case("negative learning rate", "iteration", _iteration("train.learning_rate=-1"), 2, r"train\.learning_rate:"),
     Case("NaN temperature", "iteration", _iteration("generate.temperature=.nan"), 2, r"generate\.temperature:.*finite"),
-    Case("unknown judge", "iteration", _iteration("judge.type=oracle"), 2, r"judge\.type:"),
-    Case("unknown loss in campaign", "campaign", lambda w: ["--losses", "ipo", "--config", SMOKE], 2, r"train\.loss:"),
+    Case("unknown judge", "iteration", _iteration("judge.type=oracle"), 2, r"judge: Input tag 'oracle'"),
+    Case(
+        "unknown loss in campaign",
+        "campaign",
+        lambda w: ["--losses", "ipo", "--config", SMOKE],
+        2,
+        r"train\.loss: Input tag 'ipo'",
+    ),
     Case("processes without deepspeed", "iteration", _iteration("train.processes=2"), 2, r"needs a `deepspeed:`"),
     Case(
         "deepspeed JSON missing",

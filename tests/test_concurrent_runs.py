@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from sppo.store import STAGES, ArtifactStore, RunLayout
+from sppo.artifacts import STAGES
+from sppo.store import ArtifactStore, RunLayout
 
 from .conftest import REPO
 

@@ -10,11 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from sppo.artifacts import PAIRS, TRAIN_FILE, write_rows
 from sppo.config import ConfigError, DeepSpeedConfig, RecipeConfig, TrainConfig, load_recipe
 from sppo.deepspeed_engine import deepspeed_config
 from sppo.models import load_policy
-from sppo.schemas import PAIRS, write_rows
-from sppo.stages.dataset import TRAIN_FILE
 from sppo.train_distributed import launch
 from sppo.training import tokenize_pairs, train_policy
 
@@ -43,8 +42,7 @@ def _rows(n: int) -> list[dict]:
 
 def _train_config(**changes) -> TrainConfig:
     fields = dict(
-        loss="sppo",
-        beta=0.1,
+        loss={"type": "sppo", "beta": 0.1},
         learning_rate=1e-3,
         optimizer="adamw",
         warmup_ratio=0.0,

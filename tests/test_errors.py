@@ -51,7 +51,11 @@ def test_splits_do_not_overlap_and_run_out_clearly():
 
 @pytest.mark.parametrize(
     ("override", "field"),
-    [("judge.type=oracle", "judge.type"), ("train.loss=ipo", "train.loss"), ("train.lr=1", "train.lr")],
+    [
+        ("judge.type=oracle", "judge: Input tag 'oracle'"),
+        ("train.loss.type=ipo", "train.loss: Input tag 'ipo'"),
+        ("train.lr=1", "train.lr"),
+    ],
 )
 def test_unknown_judge_loss_or_field_is_named(override, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

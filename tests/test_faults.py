@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from sppo.store import MANIFEST, STAGES
+from sppo.artifacts import MANIFEST, STAGES
 
 from .conftest import REPO
 

@@ -7,9 +7,9 @@ import datasets
 import pytest
 
 from flows.sppo_iteration import sppo_iteration
+from sppo.artifacts import GENERATIONS, PAIRS, PREFERENCES, STAGES, read_rows
 from sppo.iteration import IterationError
-from sppo.schemas import GENERATIONS, PAIRS, PREFERENCES, read_rows
-from sppo.store import STAGES, ArtifactStore, RunLayout
+from sppo.store import ArtifactStore, RunLayout
 
 from .conftest import REPO
 

@@ -2,9 +2,21 @@
 
 import pytest
 import torch
+from pydantic import TypeAdapter, ValidationError
 
-from sppo.losses import LOSS_TYPES, preference_loss
+from sppo.losses import LossConfig
 from sppo.training import collate, sequence_logprobs, tokenize_pairs
+
+LOSS = TypeAdapter(LossConfig)
+LOSS_TYPES = ("sppo", "sppo_single", "sppo_hard", "dpo")
+
+
+def preference_loss(name: str, logr_chosen, logr_rejected, beta: float, **values) -> torch.Tensor:
+    """The loss a recipe's `train.loss: {type: name, beta: beta}` builds, on per-pair `values`."""
+    loss = LOSS.validate_python({"type": name, "beta": beta})
+    assert set(loss.needs) <= set(values), f"{name} needs {loss.needs}"
+    return loss(logr_chosen, logr_rejected, values)
+
 
 # Shared inputs for the squared losses: beta = 0.5, so eta = 1/beta = 2.
 BETA = 0.5
@@ -78,10 +90,14 @@ def test_sppo_with_hard_win_rates_is_half_of_sppo_hard():
 
 
 def test_unknown_loss_type_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown loss type 'ipo'") as err:
+    with pytest.raises(ValidationError, match="'ipo'") as err:
         preference_loss("ipo", LOGR_CHOSEN, LOGR_REJECTED, BETA)
     for name in LOSS_TYPES:
         assert name in str(err.value)
+
+
+def test_a_loss_is_named_by_its_type_alone_in_a_recipe():
+    assert LOSS.validate_python("dpo") == LOSS.validate_python({"type": "dpo"})
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from sppo.config import ComputeConfig, load_recipe
-from sppo.runner import run_in_process
+from sppo.runner import EngineShape, run_in_process
 from tasks.stages import _runner
 
 from .conftest import REPO
@@ -38,13 +38,32 @@ def test_two_ray_actors_match_one_in_process_worker(tmp_path, tiny_model_dir, lo
     assert len(generate_runner.node_ids) == 2 and len(rank_runner.node_ids) == 2
 
 
-def test_compute_is_no_part_of_any_fingerprint():
-    local = load_recipe(None, [])
-    ray = load_recipe(None, ["compute.executor=ray", "compute.generate_workers=4", "compute.ray_address=auto"])
-    assert local.fingerprint() == ray.fingerprint()
-    assert local.fingerprint("data", "generate") == ray.fingerprint("data", "generate")
-    with pytest.raises(ValueError, match="compute"):
-        local.fingerprint("compute")
+def _fingerprints(*overrides: str) -> dict[str, str]:
+    from sppo.stages import base, dataset, evaluate, generate, rank, train
+
+    recipe = load_recipe(None, list(overrides))
+    stages = {"base": base, "rank": rank, "dataset": dataset, "train": train, "evaluate": evaluate}
+    return {"generate": generate.fingerprint_of(recipe, 1)} | {k: m.fingerprint_of(recipe) for k, m in stages.items()}
+
+
+def test_fingerprints_follow_what_each_stage_uses():
+    default = _fingerprints()
+    # Where the work runs changes nothing.
+    assert _fingerprints("compute.executor=ray", "compute.generate_workers=4", "compute.ray_address=auto") == default
+
+    def changed(*overrides: str) -> set[str]:
+        return {k for k, v in _fingerprints(*overrides).items() if v != default[k]}
+
+    assert changed("generate.temperature=0.5") == {"generate"}  # evaluate samples with its own settings
+    assert changed("generate.batch_size=8") == {"generate", "evaluate"}  # batches shape both engines' calls
+    assert changed("judge.scale=2.0") == {"rank", "evaluate"}
+    assert changed("evaluate.judge.type=rule", "evaluate.judge.scale=2.0") == {"evaluate"}  # not rank
+    assert changed("train.loss.beta=0.5") == {"train"}
+    assert changed("judge.batch_size=2") == set()  # the rule judge's batches change no verdict
+    assert changed("generate.engine.type=vllm") == {"generate", "evaluate"}
+    vllm = ["generate.engine.type=vllm"]
+    assert _fingerprints(*vllm, "generate.engine.cpu_kv_cache_gib=1") == _fingerprints(*vllm)
+    assert _fingerprints(*vllm, "generate.engine.dtype=float32") != _fingerprints(*vllm)
 
 
 def test_local_executor_never_imports_ray():
@@ -54,11 +73,11 @@ def test_local_executor_never_imports_ray():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.split(".")[0] in ("ray", "distributed") for n in names), f"{path}: {names}"
-    assert _runner(ComputeConfig(), 1) is run_in_process
+    assert _runner(ComputeConfig(), 1, EngineShape()) is run_in_process
 
 
 def test_engines_the_cluster_cannot_fit_fail_with_what_it_lacks(local_ray):
-    from distributed.ray_pool import EngineShape, reserve_engines
+    from distributed.ray_pool import reserve_engines
 
     groups = reserve_engines(2, EngineShape(cpus=1), timeout_s=30)
     assert len(groups) == 2  # exactly the 2 CPUs of this local Ray
@@ -73,13 +92,17 @@ def test_engines_the_cluster_cannot_fit_fail_with_what_it_lacks(local_ray):
 
 
 def test_a_tensor_parallel_engine_reserves_its_gpus_on_one_node():
-    from distributed.ray_pool import EngineShape
+    from distributed.ray_pool import actor_options, bundles
+    from sppo.generators import VLLMGeneratorConfig
+    from sppo.judges import PairRMJudgeConfig, RuleJudgeConfig
 
-    shape = EngineShape(cpus=4, gpus=1, tensor_parallel=4)
-    assert shape.bundles() == [{"CPU": 1.0, "GPU": 1.0}] * 4
+    # The plugin declares its shape; the Ray shell turns it into a placement group.
+    shape = VLLMGeneratorConfig(tensor_parallel_size=4).engine_shape(cpus=4, gpus=1)
+    assert shape.tensor_parallel == 4
+    assert bundles(shape) == [{"CPU": 1.0, "GPU": 1.0}] * 4
     # The actor holds nothing itself; vLLM's Ray workers take the bundles of the group it runs in.
-    options = shape.actor_options(group=None)
+    options = actor_options(shape, group=None)
     assert options["num_gpus"] == 0 and options["num_cpus"] == 0
     assert options["scheduling_strategy"].placement_group_capture_child_tasks is True
-    assert EngineShape(cpus=2, gpus=1).bundles() == [{"CPU": 2, "GPU": 1}]
-    assert EngineShape(cpus=2).bundles() == [{"CPU": 2}]
+    assert bundles(PairRMJudgeConfig().engine_shape(cpus=2, gpus=1)) == [{"CPU": 2, "GPU": 1}]
+    assert bundles(RuleJudgeConfig().engine_shape(cpus=2, gpus=1)) == [{"CPU": 2}]

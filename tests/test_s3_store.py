@@ -9,9 +9,10 @@ import time
 import pytest
 
 from flows.sppo_iteration import sppo_iteration
+from sppo.artifacts import STAGES
 from sppo.config import load_recipe
 from sppo.stages.rank import rank
-from sppo.store import CACHE, STAGES, ArtifactStore, CorruptArtifactError, RunLayout
+from sppo.store import CACHE, ArtifactStore, CorruptArtifactError, RunLayout
 
 from .conftest import REPO
 from .s3_server import moto_s3

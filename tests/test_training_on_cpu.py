@@ -52,8 +52,7 @@ def test_sequence_logprobs_sum_only_response_tokens(policy):
 def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
     model, tokenizer = policy
     cfg = TrainConfig(
-        loss=loss,
-        beta=0.1,
+        loss={"type": loss, "beta": 0.1},
         learning_rate=1e-4,
         optimizer="adamw",
         batch_size=2,
@@ -85,7 +84,7 @@ def test_a_non_finite_loss_stops_training_naming_the_pair(policy):
     rows = [dict(ROWS[0], prompt_id="p-good"), dict(ROWS[1], prompt_id="p-broken", chosen_probs_win=float("nan"))]
     pairs = tokenize_pairs(rows, tokenizer, max_length=128, max_prompt_length=64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = TrainConfig(loss="sppo", beta=0.1, learning_rate=1e-3, batch_size=2)
+    cfg = TrainConfig(loss={"type": "sppo", "beta": 0.1}, learning_rate=1e-3, batch_size=2)
     with pytest.raises(TrainingDivergedError, match=r"train step 1: the loss is not finite for pair\(s\) p-broken"):
         train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "no update after a NaN loss"

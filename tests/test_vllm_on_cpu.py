@@ -28,10 +28,9 @@ def vllm_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(vllm_model_dir):
-    from sppo.config import VLLMConfig
-    from sppo.generation_vllm import VLLMGenerator
+    from sppo.generators import VLLMGeneratorConfig
 
-    return VLLMGenerator(vllm_model_dir, 8, 64, 24, VLLMConfig(dtype="float32", cpu_kv_cache_gib=1), threads=1)
+    return VLLMGeneratorConfig(dtype="float32", cpu_kv_cache_gib=1).build(vllm_model_dir, 8, 64, 24, threads=1)
 
 
 def _plan(engine, prompts):
@@ -70,12 +69,12 @@ def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_m
 
     from distributed.ray_pool import RayRunner
 
-    overrides = ["generate.backend=vllm", "generate.vllm.dtype=float32", "generate.vllm.cpu_kv_cache_gib=1"]
+    overrides = ["generate.engine.type=vllm", "generate.engine.dtype=float32", "generate.engine.cpu_kv_cache_gib=1"]
     local = stage_recipe(tmp_path / "local", vllm_model_dir, extra=overrides)
     expected, _ = generate_and_rank(local, "one-engine")
 
     on_ray = stage_recipe(tmp_path / "ray", vllm_model_dir, executor="ray", extra=overrides)
-    runner = RayRunner(workers=2, cpus_per_worker=1, local_cpus=2)
+    runner = RayRunner(workers=2, local_cpus=2)
     try:
         got, _ = generate_and_rank(on_ray, "two-actors", runner)
     finally:

@@ -1,24 +1,33 @@
-"""Judges: K responses to a prompt in, a K x K preference matrix out (see base.Judge)."""
+"""Judges: K responses to a prompt in, a K x K preference matrix out (see base.Judge). One module per member,
+each with its own config; a recipe picks one by `type`.
+
+Adding a judge: a module with `XJudgeConfig(JudgeSettings)` (a `type` Literal, its fields, `build`, and
+`engine_shape` if it needs other devices than the recipe's per-worker default) and one entry in JudgeConfig.
+Members import their heavy libraries (llm-blender, transformers) only when built."""
 
 from __future__ import annotations
 
-from sppo.config import JudgeConfig
-from sppo.judges.base import Judge, Judgement, sigmoid_matrix
+from typing import Annotated
 
-JUDGE_TYPES = ("rule", "pairrm")
+from pydantic import BeforeValidator, Field
 
+from sppo.judges.base import Judge, Judgement, JudgeSettings, sigmoid_matrix
+from sppo.judges.pairrm import PairRMJudgeConfig
+from sppo.judges.rule import RuleJudgeConfig
+from sppo.settings import by_type_name
 
-def build_judge(cfg: JudgeConfig) -> Judge:
-    # Imported here: PairRM pulls in llm-blender and a DeBERTa only when a recipe asks for it.
-    if cfg.type == "rule":
-        from sppo.judges.rule import RuleJudge
+JudgeConfig = Annotated[
+    RuleJudgeConfig | PairRMJudgeConfig,
+    Field(discriminator="type"),
+    BeforeValidator(by_type_name("rule")),
+]
 
-        return RuleJudge(scale=cfg.rule_scale)
-    if cfg.type == "pairrm":
-        from sppo.judges.pairrm import PairRMJudge
-
-        return PairRMJudge(cfg.ranker_path, mode=cfg.mode, batch_size=cfg.batch_size)
-    raise ValueError(f"unknown judge type {cfg.type!r}; choose one of {JUDGE_TYPES}")
-
-
-__all__ = ["JUDGE_TYPES", "Judge", "Judgement", "build_judge", "sigmoid_matrix"]
+__all__ = [
+    "Judge",
+    "JudgeConfig",
+    "JudgeSettings",
+    "Judgement",
+    "PairRMJudgeConfig",
+    "RuleJudgeConfig",
+    "sigmoid_matrix",
+]

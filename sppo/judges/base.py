@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from pydantic import Field
 
 from sppo.prompts import PromptRecord
+from sppo.runner import EngineShape
+from sppo.settings import NOT_OUTPUT, Settings
 
 
 @dataclass(frozen=True)
@@ -35,3 +38,21 @@ def sigmoid_matrix(scores: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """P_ij = sigmoid(scale * (s_i - s_j)): the reference-compatible way to turn scores into preferences."""
     diff = scale * (scores[:, None] - scores[None, :])
     return 1.0 / (1.0 + np.exp(-diff))
+
+
+class JudgeSettings(Settings):
+    """Base of the members' configs; `type` (a Literal in each member) picks the member in a recipe."""
+
+    batch_size: int = Field(
+        8, ge=1, description="Prompts per judge call (the rank stage's work unit).", json_schema_extra=NOT_OUTPUT
+    )
+
+    def build(self) -> Judge:
+        raise NotImplementedError
+
+    def check(self, field: str) -> None:
+        """Cheap checks before any work (the files it names exist); raises ValueError naming `field`."""
+
+    def engine_shape(self, cpus: float, gpus: float) -> EngineShape:
+        """Devices one judge actor takes, given the recipe's per-worker CPUs and GPUs."""
+        return EngineShape(cpus=cpus, gpus=gpus)

@@ -19,16 +19,39 @@ import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from sppo.judges.base import Judgement, sigmoid_matrix
+from sppo.judges.base import Judgement, JudgeSettings, sigmoid_matrix
 from sppo.judges.blender_compat import patch_llm_blender
 from sppo.prompts import PromptRecord
+from sppo.sources import looks_like_path
 
 log = logging.getLogger(__name__)
 
 MODES = ("scores", "pairwise")
+
+
+class PairRMJudgeConfig(JudgeSettings):
+    type: Literal["pairrm"] = "pairrm"
+    ranker_path: str = Field("llm-blender/PairRM", description="PairRM checkpoint folder or hub id.")
+    mode: Literal["scores", "pairwise"] = Field(
+        "scores",
+        description="'scores': P_ij = sigmoid(s_i - s_j) from per-response scores (reference-compatible); "
+        "'pairwise': P_ij from PairRM's pairwise comparison directly (paper-exact).",
+    )
+    # Unlike other judges' batches, PairRM's change its output: llm-blender cuts candidates by the longest
+    # prompt of a batch (see README), so the batch size enters fingerprints.
+    batch_size: int = Field(8, ge=1, description="Prompts per llm-blender call (rank's batch_size=1 is the reference).")
+
+    def build(self) -> PairRMJudge:
+        return PairRMJudge(self.ranker_path, mode=self.mode, batch_size=self.batch_size)
+
+    def check(self, field: str) -> None:
+        if looks_like_path(self.ranker_path) and not Path(self.ranker_path).expanduser().is_dir():
+            raise ValueError(f"{field}.ranker_path: {self.ranker_path} is not a PairRM ranker folder")
 
 
 class PairRMJudge:

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from sppo.constraints import check, describe, words
-from sppo.judges.base import Judgement, sigmoid_matrix
+from sppo.fluency import copying, repetition
+from sppo.judges.base import Judgement, JudgeSettings, sigmoid_matrix
 from sppo.prompts import PromptRecord
+from sppo.runner import EngineShape
 
 CONSTRAINT_WEIGHT = 1.0
 TOPIC_WEIGHT = 0.15
@@ -36,10 +40,6 @@ EMPTY_SCORE = -10.0
 
 SHORT_REPLY_WORDS = 5
 TOPIC_WORDS_WANTED = 3
-# Fractions of duplicated / prompt-copied n-grams that natural prose stays under, and where the full
-# penalty is reached; in between the penalty ramps linearly.
-REPETITION_RAMP = (0.10, 0.40)
-COPY_RAMP = (0.25, 0.50)
 
 # Function words and the instruction verbs of the task templates: mentioning them says nothing about
 # whether the reply is on topic.
@@ -83,19 +83,6 @@ class ScoreParts:
         )
 
 
-def _ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-
-
-def _duplicate_fraction(items: list) -> float:
-    return 1.0 - len(set(items)) / len(items) if items else 0.0
-
-
-def _ramp(value: float, ramp: tuple[float, float]) -> float:
-    low, high = ramp
-    return float(np.clip((value - low) / (high - low), 0.0, 1.0))
-
-
 def _stem(word: str) -> str:
     # A crude prefix stem is enough to match "garden"/"gardening" or "tomato"/"tomatoes" for a bonus.
     return word[:5]
@@ -133,19 +120,15 @@ def score_parts(prompt: PromptRecord, response: str) -> ScoreParts:
     enough_words = 20.0 if word_limit is None else min(20.0, 0.4 * word_limit)
     length = min(1.0, len(tokens) / enough_words)
 
-    lines = [line.strip().lower() for line in response.splitlines() if line.strip()]
-    ngram_repeats = np.mean([_duplicate_fraction(_ngrams(tokens, n)) for n in (3, 4)])
-    repetition = _ramp(max(ngram_repeats, _duplicate_fraction(lines)), REPETITION_RAMP)
-
-    # Required phrases (an end_with phrase) appear in the prompt by construction; repeating them is obeying.
-    required = {g for c in prompt.constraints if "phrase" in c for g in _ngrams(words(c["phrase"].lower()), 3)}
-    prompt_trigrams = set(_ngrams([w.lower() for w in words(prompt.prompt)], 3)) - required
-    reply_trigrams = _ngrams(tokens, 3)
-    copied = sum(g in prompt_trigrams for g in reply_trigrams) / len(reply_trigrams) if reply_trigrams else 0.0
-    copying = _ramp(copied, COPY_RAMP)
-
     shortness = max(0.0, 1.0 - len(tokens) / SHORT_REPLY_WORDS)
-    return ScoreParts(passed / total if total else 0.0, topic, length, repetition, copying, shortness)
+    return ScoreParts(
+        passed / total if total else 0.0,
+        topic,
+        length,
+        repetition(response),
+        copying(prompt, response),
+        shortness,
+    )
 
 
 def score_response(prompt: PromptRecord, response: str) -> float:
@@ -155,6 +138,17 @@ def score_response(prompt: PromptRecord, response: str) -> float:
     return score_parts(prompt, response).total
 
 
+class RuleJudgeConfig(JudgeSettings):
+    type: Literal["rule"] = "rule"
+    scale: float = Field(5.0, gt=0.0, description="P_ij = sigmoid(scale * (s_i - s_j)).")
+
+    def build(self) -> RuleJudge:
+        return RuleJudge(scale=self.scale)
+
+    def engine_shape(self, cpus: float, gpus: float) -> EngineShape:
+        return EngineShape(cpus=cpus, gpus=0.0)  # plain Python: a GPU would sit idle
+
+
 class RuleJudge:
     """Deterministic, offline judge over the prompts' verifiable constraints."""
 
@@ -162,7 +156,7 @@ class RuleJudge:
 
     def __init__(self, scale: float = 5.0) -> None:
         if scale <= 0:
-            raise ValueError(f"RuleJudge scale must be positive (judge.rule_scale), got {scale}")
+            raise ValueError(f"RuleJudge scale must be positive (judge.scale), got {scale}")
         self.scale = scale
 
     def judge(self, prompts: Sequence[PromptRecord], responses: Sequence[Sequence[str]]) -> list[Judgement]:

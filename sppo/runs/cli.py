@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from sppo.artifacts import STAGES
 from sppo.names import InvalidNameError
 from sppo.runs.best import check_best, mark_best
 from sppo.runs.render import lock_text, render_compare, render_iteration, render_runs, render_stage, table
@@ -28,7 +29,7 @@ from sppo.runs.status import (
     run_status,
     where,
 )
-from sppo.store import STAGES, ArtifactStore, CorruptArtifactError, RunLayout
+from sppo.store import ArtifactStore, CorruptArtifactError, RunLayout
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sppo.artifacts import MANIFEST, STAGES
 from sppo.runs.best import check_best
 from sppo.runs.status import (
     BEST_FILE,
@@ -23,7 +24,7 @@ from sppo.runs.status import (
     run_status,
     where,
 )
-from sppo.store import MANIFEST, STAGES, ArtifactStore, CorruptArtifactError, RunLayout, StoreError
+from sppo.store import ArtifactStore, CorruptArtifactError, RunLayout, StoreError
 
 
 def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:

@@ -13,13 +13,11 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from sppo.artifacts import BEST_FILE, METRICS_FILE, STAGES, decode_answers
 from sppo.iteration import process_alive
 from sppo.names import check_run_name
-from sppo.schemas import decode_answers
-from sppo.store import STAGES, ArtifactStore, CorruptArtifactError, Manifest, RunLayout
+from sppo.store import ArtifactStore, CorruptArtifactError, Manifest, RunLayout
 
-BEST_FILE = "BEST.json"
-METRICS_FILE = "metrics.json"  # written by sppo.stages.evaluate (not imported: it pulls in torch)
 ITER_RE = re.compile(r"^iter-(\d{3,})$")
 LOCK_RE = re.compile(r"^iter-(\d{3,})\.lock$")
 SUPERSEDED_RE = re.compile(r"^(" + "|".join(STAGES) + r")\.superseded-")

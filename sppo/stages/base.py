@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sppo.config import RecipeConfig
 from sppo.models import prepare_base_model
+from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
 
 
@@ -15,4 +16,8 @@ def prepare_base(recipe: RecipeConfig, out: str) -> Manifest:
         prepare_base_model(m.base, tmp, tokenizer_source=m.tokenizer, trust_remote_code=m.trust_remote_code)
         return {"source": m.base}
 
-    return commit_stage(recipe.open_store(), out, "model", recipe.fingerprint("model"), {}, produce)
+    return commit_stage(recipe.open_store(), out, "model", fingerprint_of(recipe), {}, produce)
+
+
+def fingerprint_of(recipe: RecipeConfig) -> str:
+    return fingerprint(recipe.model)

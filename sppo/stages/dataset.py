@@ -6,13 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from sppo.artifacts import PAIRS, PREFERENCES, PREFERENCES_FILE, TRAIN_FILE, read_rows, write_rows
 from sppo.config import RecipeConfig
 from sppo.preferences import select_pair
-from sppo.schemas import PAIRS, PREFERENCES, read_rows, write_rows
-from sppo.stages.rank import PREFERENCES_FILE
+from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
-
-TRAIN_FILE = "train.parquet"
 
 
 def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
@@ -34,5 +32,11 @@ def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
         ties = sum(p["chosen_probs"] == 0.5 for p in pairs)
         return {"rows": write_rows(pairs, PAIRS, tmp / TRAIN_FILE), "tied_pairs": ties}
 
-    # No recipe field shapes the pairs beyond what rank already fingerprinted.
-    return commit_stage(recipe.open_store(), out, "dataset", "pairs-v1", {"preferences": preferences}, produce)
+    store = recipe.open_store()
+    return commit_stage(store, out, "dataset", fingerprint_of(recipe), {"preferences": preferences}, produce)
+
+
+def fingerprint_of(recipe: RecipeConfig) -> str:
+    # The pairs depend on the rows' schema (what a pair carries) and on nothing else the rank stage did not
+    # already fingerprint.
+    return fingerprint(PAIRS.to_string(show_field_metadata=True))

@@ -10,17 +10,14 @@ import json
 import logging
 from pathlib import Path
 
+from sppo.artifacts import METRICS_FILE, decode_answers, encode_answers
 from sppo.config import RecipeConfig
-from sppo.engines import build_generator
 from sppo.evaluation import head_to_head, response_stats
-from sppo.generation import Sampling
-from sppo.judges import build_judge
 from sppo.models import configure_torch
 from sppo.prompts import PromptRecord, load_splits
-from sppo.schemas import decode_answers, encode_answers
+from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
 
-METRICS_FILE = "metrics.json"
 log = logging.getLogger(__name__)
 
 
@@ -30,9 +27,7 @@ def answers(
     """One answer per held-out prompt, read from the run's answer cache when this model already gave them.
 
     A cache entry carries the sha256 of its rows: a damaged entry is reported and regenerated, never used."""
-    url = (
-        f"{cache_url}/{store.manifest_digest(model_url)[:16]}-{recipe.fingerprint('data', 'generate', 'evaluate')}.json"
-    )
+    url = f"{cache_url}/{store.manifest_digest(model_url)[:16]}-{fingerprint(*answer_settings(recipe))}.json"
     if store.exists(url):
         rows = decode_answers(store.read_bytes(url))
         if rows is not None and len(rows) == len(prompts):
@@ -40,17 +35,22 @@ def answers(
         log.warning(
             "%s: damaged answer cache entry (checksum or shape does not match); generating the answers again", url
         )
-    e, g = recipe.evaluate, recipe.generate
-    generator = build_generator(g, model, e.max_new_tokens, recipe.model.trust_remote_code, recipe.threads)
-    completions = generator.generate(
-        [p.prompt for p in prompts], Sampling(1, e.temperature, e.top_p, e.max_new_tokens, e.seed)
-    )
+    e = recipe.evaluate
+    generator = recipe.generate.build_engine(model, e.max_new_tokens, recipe.model.trust_remote_code, recipe.threads)
+    completions = generator.generate([p.prompt for p in prompts], e.sampling())
     rows = [
         {"prompt_id": p.id, "response": c[0].text, "num_tokens": c[0].num_tokens}
         for p, c in zip(prompts, completions, strict=True)
     ]
     store.put_bytes(url, encode_answers(rows))
     return rows
+
+
+def answer_settings(recipe: RecipeConfig) -> tuple:
+    """What a model's held-out answers depend on besides the model: the split, the engine and how it batches,
+    and the evaluation's sampling."""
+    g = recipe.generate
+    return recipe.data, g.engine, g.batch_size, g.max_prompt_tokens, recipe.evaluate.sampling()
 
 
 def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
@@ -60,7 +60,7 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
         prompts = load_splits(recipe.data).evaluation
-        judge = build_judge(recipe.judge)
+        judge = recipe.evaluation_judge.build()
         by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}
         metrics = {
@@ -84,5 +84,8 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
             "win_rate_vs_base": metrics["vs_base"]["win_rate"],
         }
 
-    fingerprint = recipe.fingerprint("data", "generate", "evaluate", "judge")
-    return commit_stage(store, out, "evaluate", fingerprint, urls, produce)
+    return commit_stage(store, out, "evaluate", fingerprint_of(recipe), urls, produce)
+
+
+def fingerprint_of(recipe: RecipeConfig) -> str:
+    return fingerprint(*answer_settings(recipe), recipe.evaluate, recipe.evaluation_judge)

@@ -8,8 +8,8 @@ import logging
 import time
 from pathlib import Path
 
+from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, write_rows
 from sppo.config import GenerateConfig, RecipeConfig
-from sppo.engines import build_generator
 from sppo.generation import (
     Batch,
     Completion,
@@ -21,15 +21,14 @@ from sppo.generation import (
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits
 from sppo.runner import Runner, run_in_process
-from sppo.schemas import GENERATIONS, GENERATIONS_FILE, write_rows
+from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
+
+log = logging.getLogger(__name__)
 
 
 def training_prompts(recipe: RecipeConfig, iteration: int) -> list[PromptRecord]:
     return load_splits(recipe.data).for_iteration(iteration, recipe.data.prompts_per_iteration)
-
-
-log = logging.getLogger(__name__)
 
 
 class GenerationWorker:
@@ -48,7 +47,7 @@ class GenerationWorker:
         configure_torch(threads)
         # The driver's verified copy when this machine sees it (same host, shared disk), else our own.
         folder = Path(policy_dir) if Path(policy_dir).is_dir() else ArtifactStore(store).local_copy(policy_url)
-        self.generator = build_generator(cfg, folder, sampling.max_new_tokens, trust_remote_code, threads)
+        self.generator = cfg.build_engine(folder, sampling.max_new_tokens, trust_remote_code, threads)
         self.sampling = sampling
 
     def __call__(self, batches: list[Batch]) -> list[list[list[Completion]]]:
@@ -109,5 +108,9 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner
         }
 
     # No `compute` section here: where the batches run never changes what they produce.
-    fingerprint = f"{recipe.fingerprint('data', 'generate')}-iter{iteration}"
-    return commit_stage(recipe.open_store(), out, "generate", fingerprint, {"policy": policy}, produce)
+    store = recipe.open_store()
+    return commit_stage(store, out, "generate", fingerprint_of(recipe, iteration), {"policy": policy}, produce)
+
+
+def fingerprint_of(recipe: RecipeConfig, iteration: int) -> str:
+    return fingerprint(recipe.data, recipe.generate, iteration)

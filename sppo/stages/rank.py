@@ -8,22 +8,21 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sppo.config import JudgeConfig, RecipeConfig
-from sppo.judges import build_judge
+from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, PREFERENCES, PREFERENCES_FILE, read_rows, write_rows
+from sppo.config import RecipeConfig
+from sppo.judges import JudgeSettings
 from sppo.preferences import check_preference_matrix, check_scores, win_rates
 from sppo.prompts import PromptRecord
 from sppo.runner import Runner, run_in_process
-from sppo.schemas import GENERATIONS, GENERATIONS_FILE, PREFERENCES, read_rows, write_rows
+from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
-
-PREFERENCES_FILE = "preferences.parquet"
 
 
 class RankWorker:
     """One judge: built once, then ranks whatever chunks of generation rows it is handed."""
 
-    def __init__(self, cfg: JudgeConfig):
-        self.judge = build_judge(cfg)
+    def __init__(self, cfg: JudgeSettings):
+        self.judge = cfg.build()
 
     def __call__(self, chunks: list[list[dict]]) -> list[list[dict]]:
         return [self.rank_chunk(chunk) for chunk in tqdm(chunks, desc="rank", unit="batch")]
@@ -59,6 +58,8 @@ def rank(recipe: RecipeConfig, generations: str, out: str, runner: Runner = run_
         return {"rows": write_rows(ranked, PREFERENCES, tmp / PREFERENCES_FILE), "judge": recipe.judge.type}
 
     # No `compute` section here: where the chunks run never changes the verdicts.
-    return commit_stage(
-        recipe.open_store(), out, "rank", recipe.fingerprint("judge"), {"generations": generations}, produce
-    )
+    return commit_stage(recipe.open_store(), out, "rank", fingerprint_of(recipe), {"generations": generations}, produce)
+
+
+def fingerprint_of(recipe: RecipeConfig) -> str:
+    return fingerprint(recipe.judge)

@@ -1,6 +1,6 @@
 """train: pi_{t+1} from pi_t with the recipe's loss, saved as an HF model folder.
 
-In this process by default; as a launched DeepSpeed job (sppo.train_distributed) when train.deepspeed is set."""
+In this process by default; as a launched DeepSpeed job (jobs/train_deepspeed.py) when train.deepspeed is set."""
 
 from __future__ import annotations
 
@@ -9,15 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, read_rows
 from sppo.config import RecipeConfig
 from sppo.models import check_weights_finite, configure_torch, load_policy, save_policy
-from sppo.schemas import PAIRS, read_rows
-from sppo.stages.dataset import TRAIN_FILE
+from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
 from sppo.train_distributed import launch
 from sppo.training import tokenize_pairs, train_policy
-
-TRAIN_LOG = "train_log.jsonl"
 
 
 def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest:
@@ -40,7 +38,7 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest
             "rows": len(rows),
             "processes": cfg.processes if cfg.deepspeed is not None else 1,
             "reference": str(policy),
-            "loss": cfg.loss,
+            "loss": cfg.loss.type,
             "steps": len(history),
             "first_loss": losses[0],
             "final_loss": losses[-1],
@@ -48,4 +46,8 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest
         }
 
     inputs = {"dataset": dataset, "reference": policy}
-    return commit_stage(recipe.open_store(), out, "model", recipe.fingerprint("train"), inputs, produce)
+    return commit_stage(recipe.open_store(), out, "model", fingerprint_of(recipe), inputs, produce)
+
+
+def fingerprint_of(recipe: RecipeConfig) -> str:
+    return fingerprint(recipe.train)

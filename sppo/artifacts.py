@@ -1,4 +1,7 @@
-"""Row schemas of the parquet files stages hand to each other, checked on write and on read."""
+"""The artifacts' file names and row schemas, in one place: every stage, the store and the inspection commands
+import them from here, and stages never import each other. Parquet rows are checked on write and on read.
+
+<store>/<run>/iter-NNN/<stage>/<file>, each stage folder with MANIFEST written last (sppo.store)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,17 @@ import pyarrow.parquet as pq
 # Field metadata: every float column must be finite; a probability column must also lie in [0, 1].
 PROBABILITY = {b"range": b"probability"}
 
-GENERATIONS_FILE = "generations.parquet"  # in the generate stage's folder; rank reads it without loading torch
+# Stage folders of an iteration, in the order an iteration writes them; iteration 0 holds only `model`.
+STAGES = ("generate", "rank", "dataset", "model", "evaluate")
+MANIFEST = "manifest.json"  # in every stage folder, written last
+GENERATIONS_FILE = "generations.parquet"  # generate/
+PREFERENCES_FILE = "preferences.parquet"  # rank/
+TRAIN_FILE = "train.parquet"  # dataset/
+TRAIN_LOG = "train_log.jsonl"  # model/, beside the weights: one record per optimizer step
+METRICS_FILE = "metrics.json"  # evaluate/
+BEST_FILE = "BEST.json"  # <run>/: the run's best model, a pointer (sppo.runs.best)
+ANSWERS_FOLDER = "eval-answers"  # <run>/: held-out answers per model, a checksummed cache
+
 GENERATIONS = pa.schema(
     [
         ("prompt_id", pa.string()),

@@ -1,0 +1,1 @@
+"""Programs the pipeline launches as separate processes (entry points over the sppo library)."""

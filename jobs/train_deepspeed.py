@@ -1,0 +1,68 @@
+"""`python -m jobs.train_deepspeed`: the train stage as a multi-process DeepSpeed job, one rank per process.
+
+Run under a launcher, one process per GPU (or per CPU share), on one node or many:
+
+    torchrun --nproc_per_node 8 -m jobs.train_deepspeed --dataset D --policy P --out O --recipe R.yaml
+    deepspeed --num_gpus 8 --no_local_rank --module jobs.train_deepspeed --dataset D ...
+
+Every rank runs sppo.training.train_policy, the single-process loop, inside a ZeRO engine; rank 0 writes
+the model folder and train_log.jsonl. The train stage launches this on its node when train.deepspeed is set
+(sppo.train_distributed.launch)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, read_rows
+from sppo.config import load_recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train_deepspeed", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, type=Path, help="dataset stage folder holding train.parquet")
+    parser.add_argument("--policy", required=True, type=Path, help="pi_t model folder (also pi_ref)")
+    parser.add_argument("--out", required=True, type=Path, help="folder rank 0 writes pi_{t+1} and the log into")
+    parser.add_argument("--recipe", required=True, help="recipe YAML (or JSON)")
+    parser.add_argument("overrides", nargs="*", help="section.field=value recipe overrides")
+    args = parser.parse_args(argv)
+    recipe = load_recipe(args.recipe, args.overrides)
+    cfg = recipe.train
+
+    import deepspeed
+    import torch
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from sppo.deepspeed_engine import deepspeed_config, gathered_state_dict
+    from sppo.models import configure_torch, load_policy
+    from sppo.training import tokenize_pairs, train_policy, world
+
+    deepspeed.init_distributed()  # env:// from the launcher; gloo on DeepSpeed's CPU accelerator
+    rank, size = world()
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+    configure_torch(max(1, (recipe.threads or os.cpu_count() or 1) // local_size))
+    rows = read_rows(args.dataset / TRAIN_FILE, PAIRS)
+    ds_config = deepspeed_config(cfg, size)
+    # While this object lives, from_pretrained builds the model under zero.Init: each rank holds only its
+    # partition of the weights, never a full copy (the point of ZeRO-3 for a 7B policy on 8 ranks).
+    zero3_loading = HfDeepSpeedConfig(ds_config) if cfg.deepspeed.stage == 3 else None
+    model, tokenizer = load_policy(args.policy, recipe.model.trust_remote_code, training=True)
+    pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
+    history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=rank == 0, deepspeed_config=ds_config)
+    state = gathered_state_dict(model)
+    if rank == 0:
+        args.out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(args.out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(args.out)
+        (args.out / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    del zero3_loading
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

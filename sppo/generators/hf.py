@@ -1,0 +1,96 @@
+"""transformers generate() as a generation engine: CPU or one GPU, left-padded length-sorted batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from tqdm.auto import tqdm
+
+from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
+from sppo.generators.base import GeneratorSettings
+
+# torch and transformers are imported when an engine is built, not when a recipe naming it is loaded.
+
+
+class HFGeneratorConfig(GeneratorSettings):
+    type: Literal["hf"] = "hf"
+
+    def build(
+        self,
+        model_dir: str | Path,
+        batch_size: int,
+        max_prompt_tokens: int,
+        max_new_tokens: int,
+        trust_remote_code: bool = False,
+        threads: int | None = None,
+    ) -> HFGenerator:
+        return HFGenerator(model_dir, batch_size, max_prompt_tokens, trust_remote_code)
+
+
+class HFGenerator:
+    """transformers generate() on CPU or one GPU: left-padded, length-sorted batches."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        batch_size: int,
+        max_prompt_tokens: int,
+        trust_remote_code: bool = False,
+        progress: bool = True,
+    ):
+        import torch
+
+        from sppo.models import load_policy
+
+        self.model, self.tokenizer = load_policy(model_dir, trust_remote_code=trust_remote_code)
+        if torch.cuda.is_available():
+            self.model.to("cuda")
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.progress = progress
+
+    def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
+        return generate_all(self, prompts, sampling)
+
+    def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
+        """For each batch, for each of its prompts, sampling.num_samples completions."""
+        import torch
+
+        with torch.inference_mode():
+            bar = tqdm(batches, desc="generate", unit="batch", disable=not self.progress)
+            return [self._generate_batch(batch, sampling) for batch in bar]
+
+    def _generate_batch(self, batch: Batch, sampling: Sampling) -> list[list[Completion]]:
+        import torch
+
+        eos_id = self.tokenizer.eos_token_id
+        pad_id = self.tokenizer.pad_token_id
+        rows = batch.input_ids
+        width = max(len(r) for r in rows)
+        input_ids = torch.tensor([[pad_id] * (width - len(r)) + list(r) for r in rows], device=self.model.device)
+        attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
+        torch.manual_seed(batch_seed(sampling.seed, batch))
+        sample = sampling.temperature > 0
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            do_sample=sample,
+            temperature=sampling.temperature if sample else None,
+            top_p=sampling.top_p if sample else None,
+            top_k=None,
+            max_new_tokens=sampling.max_new_tokens,
+            num_return_sequences=sampling.num_samples,
+            pad_token_id=pad_id,
+            eos_token_id=eos_id,
+        )
+        completions: list[list[Completion]] = [[] for _ in rows]
+        for row, tokens in enumerate(out[:, width:].tolist()):
+            finished = eos_id in tokens
+            tokens = tokens[: tokens.index(eos_id)] if finished else tokens
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+            completions[row // sampling.num_samples].append(
+                Completion(text=text, num_tokens=len(tokens), finished=finished)
+            )
+        return completions
