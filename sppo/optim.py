@@ -18,12 +18,15 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def linear_schedule(total_steps: int, warmup_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up then linear decay to zero, as the reference's transformers Trainer does."""
+    """The learning-rate factor of optimizer step `step` (0-based): exactly transformers'
+    get_linear_schedule_with_warmup with ceil(total_steps * warmup_ratio) warm-up steps, as the reference's
+    Trainer runs it. The warm-up ramps s / W, so the first step's factor is 0 (the step only feeds the
+    optimizer's running averages), then the rate decays linearly to zero."""
     warmup = math.ceil(total_steps * warmup_ratio)
 
     def factor(step: int) -> float:
         if step < warmup:
-            return (step + 1) / (warmup + 1)
+            return step / max(1, warmup)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return factor

@@ -1,5 +1,6 @@
 """Training on a tiny random model: log-prob masking, and one step that moves every parameter and lowers the loss."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,21 @@ def test_non_finite_weights_are_refused(tiny_model_dir, tmp_path):
     save_file(weights, folder / "model.safetensors")
     with pytest.raises(NonFiniteWeightsError, match=rf"weight {name} holds NaN or infinity"):
         check_weights_finite(folder)
+
+
+def test_the_schedule_is_transformers_linear_schedule_with_warmup():
+    from transformers import get_linear_schedule_with_warmup
+
+    from sppo.optim import linear_schedule
+
+    for total, ratio in ((64, 0.1), (10, 0.0), (7, 0.5), (3, 0.9)):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        theirs = get_linear_schedule_with_warmup(optimizer, int(np.ceil(total * ratio)), total)
+        expected = []
+        for _ in range(total):
+            expected.append(theirs.get_last_lr()[0])
+            optimizer.step()
+            theirs.step()
+        ours = linear_schedule(total, ratio)
+        assert [ours(step) for step in range(total)] == pytest.approx(expected), (total, ratio)
+    assert linear_schedule(64, 0.1)(0) == 0.0  # the reference's first step does not move the weights
