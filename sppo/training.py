@@ -6,6 +6,7 @@ update: no frozen copy sits in memory and no step pays for a second forward pass
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -17,7 +18,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from sppo.config import TrainConfig
+from sppo.generation import chat_prompt_ids
 from sppo.optim import linear_schedule, make_optimizer
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(ValueError):
@@ -31,32 +35,36 @@ class TokenizedPair:
     chosen: list[int]
     rejected: list[int]
     values: dict[str, float]  # the pair's per-pair numbers from train.parquet (chosen_probs, ...), for the loss
+    truncated: bool = False  # the prompt or the responses lost tokens to max_length
 
 
 def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_length: int) -> list[TokenizedPair]:
-    """Chat-formatted prompt (left-truncated) + response + end-of-turn, the response cut to fit max_length."""
+    """Chat-formatted prompt + response + end-of-turn, truncated as the reference's trainer (TRL's DPO
+    tokenize_row, truncation_mode keep_end) does: only when prompt + the longer response exceed max_length,
+    the prompt keeps its last max_prompt_length tokens; if that is still too long, both responses are cut
+    to max_length - max_prompt_length."""
     pairs = []
     for index, row in enumerate(rows):
-        prompt = list(
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": row["prompt"]}],
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
-        )[-max_prompt_length:]
-        room = max(1, max_length - len(prompt))
-
-        def response(text: str, room: int = room) -> list[int]:
-            return (tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])[:room]
-
+        prompt = chat_prompt_ids(tokenizer, row["prompt"])
+        chosen, rejected = (
+            tokenizer(row[key], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            for key in ("chosen", "rejected")
+        )
+        longer = max(len(chosen), len(rejected))
+        truncated = len(prompt) + longer > max_length
+        if truncated:
+            prompt = prompt[-max_prompt_length:]
+        if len(prompt) + longer > max_length:
+            room = max(1, max_length - max_prompt_length)
+            chosen, rejected = chosen[:room], rejected[:room]
         pairs.append(
             TokenizedPair(
                 prompt_id=str(row.get("prompt_id", f"row {index}")),
                 prompt=prompt,
-                chosen=response(row["chosen"]),
-                rejected=response(row["rejected"]),
+                chosen=chosen,
+                rejected=rejected,
                 values={k: float(v) for k, v in row.items() if isinstance(v, float)},
+                truncated=truncated,
             )
         )
     return pairs
@@ -225,6 +233,11 @@ def train_policy(
     batch of batch_size * grad_accum * world pairs is split across ranks, and the logged values are
     means over the whole global batch."""
     rank, size = world()
+    truncated = sum(p.truncated for p in pairs)
+    if truncated and rank == 0:
+        log.warning(
+            "%d of %d pairs exceed train.max_length=%d and were truncated", truncated, len(pairs), cfg.max_length
+        )
     torch.manual_seed(cfg.seed)
     pairs_per_step = cfg.batch_size * cfg.grad_accum * size
     steps_per_epoch = math.ceil(len(pairs) / pairs_per_step)

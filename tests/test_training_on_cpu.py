@@ -125,3 +125,26 @@ def test_the_schedule_is_transformers_linear_schedule_with_warmup():
         ours = linear_schedule(total, ratio)
         assert [ours(step) for step in range(total)] == pytest.approx(expected), (total, ratio)
     assert linear_schedule(64, 0.1)(0) == 0.0  # the reference's first step does not move the weights
+
+
+def test_truncation_follows_the_reference(policy):
+    """TRL's tokenize_row (keep_end), as uclaml/SPPO's trainer runs it: the prompt is cut only when prompt + the
+    longer response overflow, to its last max_prompt_length tokens; then both responses to max_length -
+    max_prompt_length."""
+    _, tokenizer = policy
+    row = dict(ROWS[0], chosen="a " * 40, rejected="b")
+    full = tokenize_pairs([row], tokenizer, max_length=10_000, max_prompt_length=10_000)[0]
+    prompt, chosen = len(full.prompt), len(full.chosen)
+    assert not full.truncated
+
+    # Room for both: nothing is cut, even with a small max_prompt_length.
+    fits = tokenize_pairs([row], tokenizer, max_length=prompt + chosen, max_prompt_length=4)[0]
+    assert (fits.prompt, fits.chosen, fits.truncated) == (full.prompt, full.chosen, False)
+
+    # One token too many: the prompt keeps its end; then it fits, and the responses stay whole.
+    cut = tokenize_pairs([row], tokenizer, max_length=prompt + chosen - 1, max_prompt_length=prompt - 1)[0]
+    assert cut.prompt == full.prompt[1:] and cut.chosen == full.chosen and cut.truncated
+
+    # Still too long after the prompt is cut: both responses are cut to max_length - max_prompt_length.
+    tight = tokenize_pairs([row], tokenizer, max_length=prompt + 5, max_prompt_length=prompt)[0]
+    assert tight.prompt == full.prompt and tight.chosen == full.chosen[:5] and tight.rejected == full.rejected[:5]
