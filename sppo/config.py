@@ -106,6 +106,11 @@ class TrainConfig(_Section):
     batch_size: int = Field(2, ge=1, description="Pairs per forward pass.")
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_grad_norm: float = Field(1.0, gt=0.0)
+    disable_dropout: bool = Field(
+        True,
+        description="Train without dropout, as the reference's trainer does (TRL's disable_dropout): the reference "
+        "log-probs come from the model in eval mode, so dropout in training would skew every log-ratio.",
+    )
     max_length: int = Field(1024, ge=16, description="Prompt + response tokens, longer pairs are truncated.")
     max_prompt_length: int = Field(512, ge=8)
     seed: int = Field(0)

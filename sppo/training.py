@@ -103,6 +103,20 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return (token_logps * batch["response_mask"][:, 1:]).sum(dim=1)
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Zero every dropout: nn.Dropout modules and the attention-dropout rates HF attention layers keep as floats."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    config = getattr(model, "config", None)
+    for name in ("attention_dropout", "hidden_dropout", "dropout", "resid_pdrop", "attn_pdrop", "embd_pdrop"):
+        if isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
+
+
 def world() -> tuple[int, int]:
     """(rank, world size) of the data-parallel job; (0, 1) in a single process."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -233,6 +247,8 @@ def train_policy(
     batch of batch_size * grad_accum * world pairs is split across ranks, and the logged values are
     means over the whole global batch."""
     rank, size = world()
+    if cfg.disable_dropout:
+        disable_dropout(model)
     truncated = sum(p.truncated for p in pairs)
     if truncated and rank == 0:
         log.warning(

@@ -148,3 +148,31 @@ def test_truncation_follows_the_reference(policy):
     # Still too long after the prompt is cut: both responses are cut to max_length - max_prompt_length.
     tight = tokenize_pairs([row], tokenizer, max_length=prompt + 5, max_prompt_length=prompt)[0]
     assert tight.prompt == full.prompt and tight.chosen == full.chosen[:5] and tight.rejected == full.rejected[:5]
+
+
+def test_training_runs_without_dropout_like_the_reference():
+    """A model whose attention drops out: with train.disable_dropout (the default) a training forward gives what
+    the reference pass (eval mode) gives, so the first step's log-ratios are exactly zero."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sppo.training import disable_dropout
+
+    model = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            attention_dropout=0.5,
+        )  # fmt: skip
+    )
+    model.train()
+    ids = {"input_ids": torch.randint(1, 64, (2, 12)), "attention_mask": torch.ones(2, 12, dtype=torch.long)}
+    noisy = [model(**ids).logits for _ in range(2)]
+    assert not torch.equal(noisy[0], noisy[1]), "the test model must drop out in train mode"
+    disable_dropout(model)
+    quiet = [model(**ids).logits for _ in range(2)]
+    torch.testing.assert_close(quiet[0], quiet[1], rtol=0, atol=0)
+    torch.testing.assert_close(quiet[0], model.eval()(**ids).logits, rtol=0, atol=0)
+    assert model.config.attention_dropout == 0.0
