@@ -72,6 +72,17 @@ class GenerateConfig(_Section):
         )
 
 
+class DatasetConfig(_Section):
+    ties: Literal["reference", "drop", "first_last"] = Field(
+        "reference",
+        description="How the build-parquet stage pairs tied responses. 'reference' (uclaml/SPPO: numpy argmax / "
+        "argmin): first best vs first worst, so a prompt whose responses all tie pairs a response with itself "
+        "(no DPO gradient; sppo pulls its log-ratio to 0). 'drop': the same, but all-tied prompts are left out. "
+        "'first_last': first best vs last worst, so an all-tied prompt pairs two different responses at P = 1/2 "
+        "(which dpo and sppo_hard then train at full margin).",
+    )
+
+
 class DeepSpeedConfig(_Section):
     config: str = Field(
         "configs/deepspeed/zero3.json",
@@ -196,6 +207,7 @@ class RecipeConfig(_Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     generate: GenerateConfig = GenerateConfig()
+    dataset: DatasetConfig = DatasetConfig()
     judge: JudgeConfig = Field(
         RuleJudgeConfig(),
         description="The judge of the rank stage, by `type` ('rule', 'pairrm'), with its own settings (sppo/judges/).",

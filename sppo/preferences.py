@@ -2,7 +2,7 @@
 
 For K responses with P[i, j] = P(y_i > y_j | x):
   win rate w_i = P(y_i > pi_t | x) = mean_j P[i, j]  (the diagonal 1/2 included, as in the reference)
-  winner = argmax of the judge's scores, loser = argmin, ties broken by position
+  winner = argmax of the judge's scores, loser = argmin, ties broken by position (see select_pair)
   chosen_probs = P[w, l], chosen_probs_win = w_w, chosen_probs_lose = w_l
 """
 
@@ -50,12 +50,25 @@ def check_scores(scores: np.ndarray, where: str = "judge") -> None:
         raise ValueError(f"{where}: response {i} got the score {s[i]}; a judge's scores must be finite")
 
 
-def select_pair(scores: np.ndarray, matrix: np.ndarray) -> PreferencePair:
-    """Best and worst response. When all scores tie, the first is the winner and the last the loser,
-    so the pair still holds two different responses (its probabilities are then 1/2)."""
+def all_tied(scores: np.ndarray) -> bool:
+    """The judge could not tell any of the responses apart."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return bool(scores.max() == scores.min())
+
+
+def select_pair(scores: np.ndarray, matrix: np.ndarray, ties: str = "reference") -> PreferencePair:
+    """Best and worst response.
+
+    ties "reference" (as uclaml/SPPO's scripts: numpy argmax / argmin): the first of the best and the first of
+    the worst, so an all-tied prompt pairs a response with itself (a zero DPO gradient; sppo and sppo_hard pull
+    its log-ratio to 0). "first_last": the first of the best and the last of the worst, so an all-tied prompt
+    still pairs two different responses, at probability 1/2."""
     scores = np.asarray(scores, dtype=np.float64)
     winner = int(np.argmax(scores))
-    loser = int(len(scores) - 1 - np.argmin(scores[::-1]))
+    if ties == "first_last":
+        loser = int(len(scores) - 1 - np.argmin(scores[::-1]))
+    else:
+        loser = int(np.argmin(scores))
     rates = win_rates(matrix)
     return PreferencePair(
         winner=winner,

@@ -37,14 +37,42 @@ def test_pair_is_best_against_worst_with_its_probabilities():
     assert pair.chosen_probs_lose == pytest.approx(EXPECTED_W[1])
 
 
-def test_ties_pick_two_different_responses_deterministically():
+def test_ties_as_the_reference_pairs_them():
+    # numpy's argmax / argmin, as uclaml/SPPO's compute_prob.py: an all-tied prompt pairs a response with itself.
     scores = np.zeros(5)
     pair = select_pair(scores, sigmoid_matrix(scores))
-    assert (pair.winner, pair.loser) == (0, 4)
+    assert (pair.winner, pair.loser) == (0, 0)
     assert pair.chosen_probs == pair.chosen_probs_win == pair.chosen_probs_lose == 0.5
-    # Partial ties: the first of the best, the last of the worst.
-    pair = select_pair(np.array([1.0, 3.0, 0.0, 3.0, 0.0]), sigmoid_matrix(np.array([1.0, 3.0, 0.0, 3.0, 0.0])))
+    partial = np.array([1.0, 3.0, 0.0, 3.0, 0.0])
+    assert (lambda p: (p.winner, p.loser))(select_pair(partial, sigmoid_matrix(partial))) == (1, 2)
+
+
+def test_ties_first_last_pick_two_different_responses():
+    scores = np.zeros(5)
+    pair = select_pair(scores, sigmoid_matrix(scores), ties="first_last")
+    assert (pair.winner, pair.loser) == (0, 4)
+    assert pair.chosen_probs == 0.5
+    partial = np.array([1.0, 3.0, 0.0, 3.0, 0.0])
+    pair = select_pair(partial, sigmoid_matrix(partial), ties="first_last")
     assert (pair.winner, pair.loser) == (1, 4)
+
+
+def test_a_response_paired_with_itself_is_neutral_for_every_loss():
+    """What the reference's self-pairs do to each loss: no DPO gradient; the squared losses pull logr to 0."""
+    import torch
+    from pydantic import TypeAdapter
+
+    from sppo.losses import LossConfig
+
+    logr = torch.tensor([0.7], requires_grad=True)
+    values = {name: torch.tensor([0.5]) for name in ("chosen_probs", "chosen_probs_win", "chosen_probs_lose")}
+    for name in ("sppo", "sppo_single", "sppo_hard", "dpo"):
+        loss = TypeAdapter(LossConfig).validate_python({"type": name, "beta": 0.1})
+        (grad,) = torch.autograd.grad(loss(logr, logr, values).sum(), logr)
+        if name == "dpo":
+            assert grad.item() == 0.0
+        else:  # the gradient points back to logr = 0, the policy staying at pi_t on this pair
+            assert grad.item() > 0.0
 
 
 def test_inconsistent_matrix_is_rejected():

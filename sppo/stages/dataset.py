@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from sppo.artifacts import PAIRS, PREFERENCES, PREFERENCES_FILE, TRAIN_FILE, read_rows, write_rows
 from sppo.config import RecipeConfig
-from sppo.preferences import select_pair
+from sppo.preferences import all_tied, select_pair
 from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
 
+log = logging.getLogger(__name__)
+
 
 def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
+    ties = recipe.dataset.ties
+
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
-        pairs = []
-        for row in read_rows(inputs["preferences"] / PREFERENCES_FILE, PREFERENCES):
-            pair = select_pair(np.array(row["scores"]), np.array(row["matrix"]))
+        pairs, tied = [], 0
+        rows = read_rows(inputs["preferences"] / PREFERENCES_FILE, PREFERENCES)
+        for row in rows:
+            scores = np.array(row["scores"])
+            tied += all_tied(scores)
+            if ties == "drop" and all_tied(scores):
+                continue
+            pair = select_pair(scores, np.array(row["matrix"]), ties)
             pairs.append(
                 {
                     "prompt_id": row["prompt_id"],
@@ -29,14 +39,20 @@ def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
                     "chosen_probs_lose": pair.chosen_probs_lose,
                 }
             )
-        ties = sum(p["chosen_probs"] == 0.5 for p in pairs)
-        return {"rows": write_rows(pairs, PAIRS, tmp / TRAIN_FILE), "tied_pairs": ties}
+        if tied:
+            log.info("%d of %d prompts: the judge tied all responses (dataset.ties: %s)", tied, len(rows), ties)
+        if not pairs:
+            raise ValueError(
+                f"all {len(rows)} prompts' responses tied under the judge, so dataset.ties: drop leaves nothing to "
+                "train on; use dataset.ties: reference, or a judge that tells the responses apart"
+            )
+        return {"rows": write_rows(pairs, PAIRS, tmp / TRAIN_FILE), "tied_prompts": tied, "ties": ties}
 
     store = recipe.open_store()
     return commit_stage(store, out, "dataset", fingerprint_of(recipe), {"preferences": preferences}, produce)
 
 
 def fingerprint_of(recipe: RecipeConfig) -> str:
-    # The pairs depend on the rows' schema (what a pair carries) and on nothing else the rank stage did not
-    # already fingerprint.
-    return fingerprint(PAIRS.to_string(show_field_metadata=True))
+    # The pairs depend on how ties are paired and on the rows' schema (what a pair carries); the rest the
+    # rank stage already fingerprinted.
+    return fingerprint(recipe.dataset, PAIRS.to_string(show_field_metadata=True))
