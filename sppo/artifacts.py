@@ -32,6 +32,7 @@ GENERATIONS = pa.schema(
     [
         ("prompt_id", pa.string()),
         ("prompt", pa.string()),
+        ("chat_prompt", pa.string()),  # the prompt in the policy's chat template, as text (what PairRM reads)
         ("constraints", pa.string()),  # JSON list of the prompt's verifiable constraints
         ("responses", pa.list_(pa.string())),
         ("response_tokens", pa.list_(pa.int32())),
@@ -125,6 +126,12 @@ def _value_problem(column: pa.ChunkedArray, probability: bool) -> str | None:
         f"row {int(rows[first])} holds {float(array[first])}, not {wanted} ({int(bad.sum())} such value(s)); "
         "the stage that wrote it computed garbage: fix its input and rerun it"
     )
+
+
+def signature(schema: pa.Schema) -> str:
+    """The schema as text, field metadata included: part of the fingerprint of the stage that writes it, so a
+    change to what a row carries redoes that stage instead of reusing a file without the new column."""
+    return schema.to_string(show_field_metadata=True)
 
 
 def write_rows(rows: list[dict], schema: pa.Schema, path: Path) -> int:

@@ -75,6 +75,13 @@ def chat_prompt_ids(tokenizer, prompt: str) -> list[int]:
     )
 
 
+def chat_prompt_text(tokenizer, prompt: str) -> str:
+    """The user prompt in the model's chat template as text, up to where the assistant's turn begins."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+
+
 def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
     return chat_prompt_ids(tokenizer, prompt)[-max_prompt_tokens:]
 

@@ -19,6 +19,8 @@ class PromptRecord:
     id: str
     prompt: str
     constraints: tuple[dict[str, Any], ...] = field(default=())
+    # The prompt as the policy saw it, its chat template applied (text); what PairRM reads in the reference.
+    chat_prompt: str = ""
 
 
 log = logging.getLogger(__name__)

@@ -137,3 +137,30 @@ def test_checkpoint_missing_weights_is_an_error(ranker_path, tmp_path):
 def test_unknown_mode_is_rejected(ranker_path):
     with pytest.raises(ValueError, match="mode"):
         PairRMJudge(ranker_path, mode="bubble")
+
+
+def test_chat_template_prompts_are_what_the_reference_gives_pairrm(judges, tiny_model_dir):
+    """uclaml/SPPO's rank.py hands PairRM the prompt in the policy's chat template, not the raw text."""
+    from dataclasses import replace
+
+    from sppo.generation import chat_prompt_text
+    from sppo.models import load_policy_tokenizer
+
+    tokenizer = load_policy_tokenizer(tiny_model_dir)
+    templated = [replace(p, chat_prompt=chat_prompt_text(tokenizer, p.prompt)) for p in PROMPTS]
+    assert templated[0].chat_prompt.startswith("<|im_start|>") and PROMPTS[0].prompt in templated[0].chat_prompt
+    judge = judges["scores"]
+    judge.prompt_format = "chat_template"
+    try:
+        got = judge.judge(templated, RESPONSES)
+        with pytest.raises(ValueError, match="prompt 'poem' in the policy's chat template"):
+            judge.judge(PROMPTS, RESPONSES)
+    finally:
+        judge.prompt_format = "raw"
+    expected = judge.blender.rank(
+        [p.chat_prompt for p in templated], RESPONSES, return_scores=True, batch_size=2, disable_tqdm=True
+    )
+    for j, s in zip(got, expected, strict=True):
+        np.testing.assert_allclose(j.scores, s, atol=1e-5)
+    raw = judge.judge(templated, RESPONSES)  # the same records, read raw: other scores
+    assert any(not np.allclose(a.scores, b.scores) for a, b in zip(got, raw, strict=True))

@@ -38,8 +38,10 @@ def test_two_nodes_give_the_single_worker_result(tmp_path, tiny_model_dir, clust
     recipe = stage_recipe(tmp_path / "store", tiny_model_dir, executor="ray")
     expected = generate_and_rank(recipe, "local")
     # Through the same path the Prefect tasks take: the recipe's compute section.
-    generate_runner = RayRunner.for_stage(recipe.compute.model_copy(update={"ray_address": cluster.address}), 2)
-    rank_runner = RayRunner.for_stage(recipe.compute.model_copy(update={"ray_address": cluster.address}), 2)
+    compute = recipe.compute.model_copy(update={"ray_address": cluster.address})
+    c, g = compute.cpus_per_worker, compute.gpus_per_worker
+    generate_runner = RayRunner.for_stage(compute, 2, recipe.generate.engine.engine_shape(c, g))
+    rank_runner = RayRunner.for_stage(compute, 2, recipe.judge.engine_shape(c, g))
     got = generate_and_rank(recipe, "two-nodes", generate_runner, rank_runner)
 
     assert set(generate_runner.node_ids) == nodes

@@ -46,8 +46,14 @@ class PairRMJudgeConfig(JudgeSettings):
     # prompt of a batch (see README), so the batch size enters fingerprints.
     batch_size: int = Field(8, ge=1, description="Prompts per llm-blender call (rank's batch_size=1 is the reference).")
 
+    prompt_format: Literal["chat_template", "raw"] = Field(
+        "chat_template",
+        description="What PairRM reads as the instruction: 'chat_template', the prompt in the policy's chat template "
+        "as the reference's rank.py gives it, or 'raw', the prompt text alone.",
+    )
+
     def build(self) -> PairRMJudge:
-        return PairRMJudge(self.ranker_path, mode=self.mode, batch_size=self.batch_size)
+        return PairRMJudge(self.ranker_path, self.mode, self.batch_size, prompt_format=self.prompt_format)
 
     def check(self, field: str) -> None:
         if looks_like_path(self.ranker_path) and not Path(self.ranker_path).expanduser().is_dir():
@@ -60,14 +66,23 @@ class PairRMJudge:
     ranker_path: a local ranker folder (config.json + model.safetensors or pytorch_model.bin) or a hub id.
     batch_size: sequences per forward pass, i.e. prompts per pass in "scores" mode and response pairs per
     pass in "pairwise" mode; both modes then run the same number of passes of the same size.
+    prompt_format: "raw" reads each PromptRecord's prompt; "chat_template" its chat_prompt (the reference's).
     """
 
     name = "pairrm"
 
-    def __init__(self, ranker_path: str, mode: str = "scores", batch_size: int = 8, device: str = "cpu"):
+    def __init__(
+        self,
+        ranker_path: str,
+        mode: str = "scores",
+        batch_size: int = 8,
+        device: str = "cpu",
+        prompt_format: str = "raw",
+    ):
         if mode not in MODES:
             raise ValueError(f"PairRMJudge mode {mode!r} is not one of {MODES}")
         self.ranker_path = ranker_path
+        self.prompt_format = prompt_format
         self.mode = mode
         self.batch_size = batch_size
         self.blender = _load_blender(ranker_path, device)
@@ -77,10 +92,22 @@ class PairRMJudge:
             raise ValueError(f"PairRMJudge got {len(prompts)} prompts but {len(responses)} response lists")
         if not prompts:
             return []
-        inputs = [p.prompt for p in prompts]
+        inputs = [self._source(p) for p in prompts]
         if self.mode == "scores":
             return self._judge_scores(prompts, inputs, responses)
         return self._judge_pairwise(inputs, responses)
+
+    def _source(self, prompt: PromptRecord) -> str:
+        """What PairRM reads as the instruction: the chat-formatted prompt, as the reference's rank.py passes
+        it, or the raw prompt."""
+        if self.prompt_format == "raw":
+            return prompt.prompt
+        if not prompt.chat_prompt:
+            raise ValueError(
+                f"PairRM judge.prompt_format 'chat_template' needs prompt {prompt.id!r} in the policy's chat template; "
+                "this caller gave only the raw prompt (set judge.prompt_format: raw)"
+            )
+        return prompt.chat_prompt
 
     def _judge_scores(
         self, prompts: Sequence[PromptRecord], inputs: list[str], responses: Sequence[Sequence[str]]

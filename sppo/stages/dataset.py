@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sppo.artifacts import PAIRS, PREFERENCES, PREFERENCES_FILE, TRAIN_FILE, read_rows, write_rows
+from sppo.artifacts import PAIRS, PREFERENCES, PREFERENCES_FILE, TRAIN_FILE, read_rows, signature, write_rows
 from sppo.config import RecipeConfig
 from sppo.preferences import all_tied, select_pair
 from sppo.settings import fingerprint
@@ -55,4 +55,4 @@ def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
 def fingerprint_of(recipe: RecipeConfig) -> str:
     # The pairs depend on how ties are paired and on the rows' schema (what a pair carries); the rest the
     # rank stage already fingerprinted.
-    return fingerprint(recipe.dataset, PAIRS.to_string(show_field_metadata=True))
+    return fingerprint(recipe.dataset, signature(PAIRS))

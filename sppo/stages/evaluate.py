@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from sppo.artifacts import METRICS_FILE, decode_answers, encode_answers
 from sppo.config import RecipeConfig
 from sppo.evaluation import head_to_head, response_stats
-from sppo.models import configure_torch
+from sppo.generation import chat_prompt_text
+from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
@@ -59,7 +61,10 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
-        prompts = load_splits(recipe.data).evaluation
+        tokenizer = load_policy_tokenizer(inputs["policy"], recipe.model.trust_remote_code)
+        prompts = [
+            replace(p, chat_prompt=chat_prompt_text(tokenizer, p.prompt)) for p in load_splits(recipe.data).evaluation
+        ]
         judge = recipe.evaluation_judge.build()
         by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}

@@ -8,12 +8,13 @@ import logging
 import time
 from pathlib import Path
 
-from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, write_rows
+from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, signature, write_rows
 from sppo.config import GenerateConfig, RecipeConfig
 from sppo.generation import (
     Batch,
     Completion,
     Sampling,
+    chat_prompt_text,
     completions_in_prompt_order,
     count_truncated,
     plan_generation,
@@ -92,6 +93,7 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner
             {
                 "prompt_id": r.id,
                 "prompt": r.prompt,
+                "chat_prompt": chat_prompt_text(tokenizer, r.prompt),
                 "constraints": json.dumps(list(r.constraints)),
                 "responses": [c.text for c in cs],
                 "response_tokens": [c.num_tokens for c in cs],
@@ -113,4 +115,4 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner
 
 
 def fingerprint_of(recipe: RecipeConfig, iteration: int) -> str:
-    return fingerprint(recipe.data, recipe.generate, iteration)
+    return fingerprint(recipe.data, recipe.generate, iteration, signature(GENERATIONS))

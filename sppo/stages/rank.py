@@ -8,7 +8,15 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, PREFERENCES, PREFERENCES_FILE, read_rows, write_rows
+from sppo.artifacts import (
+    GENERATIONS,
+    GENERATIONS_FILE,
+    PREFERENCES,
+    PREFERENCES_FILE,
+    read_rows,
+    signature,
+    write_rows,
+)
 from sppo.config import RecipeConfig
 from sppo.judges import JudgeSettings
 from sppo.preferences import check_preference_matrix, check_scores, win_rates
@@ -28,7 +36,10 @@ class RankWorker:
         return [self.rank_chunk(chunk) for chunk in tqdm(chunks, desc="rank", unit="batch")]
 
     def rank_chunk(self, chunk: list[dict]) -> list[dict]:
-        prompts = [PromptRecord(r["prompt_id"], r["prompt"], tuple(json.loads(r["constraints"]))) for r in chunk]
+        prompts = [
+            PromptRecord(r["prompt_id"], r["prompt"], tuple(json.loads(r["constraints"])), r["chat_prompt"])
+            for r in chunk
+        ]
         ranked = []
         for row, verdict in zip(chunk, self.judge.judge(prompts, [r["responses"] for r in chunk]), strict=True):
             where = f"{self.judge.name} judge, prompt {row['prompt_id']}"
@@ -62,4 +73,4 @@ def rank(recipe: RecipeConfig, generations: str, out: str, runner: Runner = run_
 
 
 def fingerprint_of(recipe: RecipeConfig) -> str:
-    return fingerprint(recipe.judge)
+    return fingerprint(recipe.judge, signature(PREFERENCES))
