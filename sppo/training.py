@@ -220,12 +220,14 @@ def train_policy(
     pad_id: int,
     progress: bool = True,
     deepspeed_config: dict | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train `model` (pi_t on entry, pi_{t+1} on return) in place; returns one log record per optimizer step.
 
     The same loop runs in one process (plain optimizer) and on every rank of a DeepSpeed job: each global
     batch of batch_size * grad_accum * world pairs is split across ranks, and the logged values are
-    means over the whole global batch."""
+    means over the whole global batch. `on_step(steps done, total steps)` runs before the first optimizer
+    step and after each."""
     rank, size = world()
     torch.manual_seed(cfg.seed)
     pairs_per_step = cfg.batch_size * cfg.grad_accum * size
@@ -242,6 +244,8 @@ def train_policy(
     order_rng = random.Random(cfg.seed)
     history: list[dict[str, float]] = []
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
+    if on_step is not None:
+        on_step(0, total_steps)
     for epoch in range(cfg.epochs):
         order = list(range(len(pairs)))
         order_rng.shuffle(order)
@@ -266,6 +270,8 @@ def train_policy(
             history.append({"step": len(history) + 1, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, **record})
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4g}")
+            if on_step is not None:
+                on_step(len(history), total_steps)
     bar.close()
     model.eval()
     return history

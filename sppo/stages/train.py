@@ -11,6 +11,7 @@ import numpy as np
 
 from sppo.config import RecipeConfig
 from sppo.models import configure_torch, load_policy, save_policy
+from sppo.runner import Progress
 from sppo.schemas import PAIRS, read_rows
 from sppo.stages.dataset import TRAIN_FILE
 from sppo.store import ArtifactStore, Manifest, commit_stage
@@ -20,18 +21,19 @@ from sppo.training import tokenize_pairs, train_policy
 TRAIN_LOG = "train_log.jsonl"
 
 
-def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest:
+def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: Progress | None = None) -> Manifest:
+    """`progress(optimizer steps done, total)` follows training, in this process or in the launched job."""
     cfg = recipe.train
 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         rows = read_rows(inputs["dataset"] / TRAIN_FILE, PAIRS)
         if cfg.deepspeed is not None:
-            history = launch(recipe, inputs["dataset"], inputs["reference"], tmp)
+            history = launch(recipe, inputs["dataset"], inputs["reference"], tmp, progress)
         else:
             configure_torch(recipe.threads)
             model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
             pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
-            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
+            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, on_step=progress)
             save_policy(model, tokenizer, tmp)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
         losses = [h["loss"] for h in history]
