@@ -26,7 +26,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
     if not path.is_file() and not path.is_absolute():
         path = REPO / ds.config
     if not path.is_file():
-        raise FileNotFoundError(f"train.deepspeed.config: {ds.config} is missing (try configs/deepspeed/zero3.json)")
+        raise ValueError(f"train.deepspeed.config: {ds.config} is missing (try configs/deepspeed/zero3.json)")
     config = json.loads(path.read_text())
     config.update(
         train_micro_batch_size_per_gpu=cfg.batch_size,
