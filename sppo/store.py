@@ -75,6 +75,8 @@ def file_digest(path: Path) -> str:
 
 
 def code_version() -> str:
+    """The checkout's git commit; in an image without git, the commit it was built from (the build
+    argument SPPO_CODE_VERSION of docker/Dockerfile.*); else "unknown"."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -83,9 +85,10 @@ def code_version() -> str:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        commit = ""
+    return commit or os.environ.get("SPPO_CODE_VERSION") or "unknown"
 
 
 class ArtifactStore:
