@@ -8,12 +8,15 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import time
 
 from prefect import flow
 
+from flows.checks import check_overrides, check_store
 from sppo.config import load_recipe
 from sppo.iteration import IterationLocked, iteration_lock, starting_policy
 from sppo.store import ArtifactStore, RunLayout
+from tasks.artifacts import publish_iteration
 from tasks.stages import (
     build_dataset_task,
     evaluate_task,
@@ -26,7 +29,8 @@ from tasks.stages import (
 DEFAULT_RECIPE = "configs/cpu-smollm2.yaml"
 
 
-@flow(name="sppo-iteration")
+# Flow runs are named after what they do (`smoke-iter-002`), not Prefect's random `quaint-alligator`.
+@flow(name="sppo-iteration", flow_run_name="{run}-iter-{iteration:03d}")
 def sppo_iteration(
     run: str = "default",
     iteration: int = 1,
@@ -35,7 +39,10 @@ def sppo_iteration(
     lock_wait_seconds: float = 0.0,
 ) -> str:
     """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
+    started = time.time()
+    check_overrides(overrides or [])
     recipe = load_recipe(config, overrides or [])
+    check_store(recipe.store)
     layout = RunLayout(ArtifactStore(recipe.store), run)
     stage = functools.partial(layout.stage_url, iteration)
     # One writer per run and iteration; a re-run after a crash takes over a dead writer's lock.
@@ -47,7 +54,10 @@ def sppo_iteration(
         preferences = rank_task(recipe, generations, stage("rank"))
         dataset = build_dataset_task(recipe, preferences, stage("dataset"))
         model = train_task(recipe, dataset, policy, stage("model"))
-        return evaluate_task(recipe, model, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
+        metrics = evaluate_task(recipe, model, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
+    # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run.
+    publish_iteration(recipe.store, run, iteration, since=started)
+    return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
