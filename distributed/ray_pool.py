@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from sppo.config import ComputeConfig
-from sppo.runner import PLACEMENT_ENV, EngineShape, Worker
+from sppo.runner import PLACEMENT_ENV, EngineShape, Progress, Worker
 
 LOCAL_TEMP_DIR = Path(__file__).resolve().parent.parent / ".cache" / "ray"
 _connect_lock = threading.Lock()
@@ -49,13 +50,19 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
 
 @ray.remote
 class EngineActor:
+    """Builds its worker on the first call, not in __init__: an exception there then reaches the driver
+    as the exception itself (a RayTaskError with its cause), where a failed __init__ only kills the actor."""
+
     def __init__(self, make_worker: Callable[[], Worker]):
-        # Inside our placement group: an engine spanning devices (vLLM tensor parallel) puts its shards there.
-        os.environ[PLACEMENT_ENV] = "ray"
-        self.worker = make_worker()
+        self.make_worker: Callable[[], Worker] | None = make_worker
+        self.worker: Worker | None = None
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def run(self, units: list[Any]) -> list[Any]:
+        if self.worker is None:
+            # Inside our placement group: an engine spanning devices (vLLM tensor parallel) puts its shards there.
+            os.environ[PLACEMENT_ENV] = "ray"
+            self.worker, self.make_worker = self.make_worker(), None
         return self.worker(units)
 
     def node(self) -> str:
@@ -101,12 +108,26 @@ def reserve_engines(count: int, shape: EngineShape, timeout_s: float) -> list[Pl
     return groups
 
 
+def actor_failure(err: ray.exceptions.RayError) -> Exception:
+    """What a stage raises for an actor that failed: the actor's own exception type where it is a
+    ValueError (a mistake in the recipe or the data, which the Prefect tasks do not retry), its message
+    and the remote traceback, so the task's log and state name the cause, not only "an actor died"."""
+    cause = getattr(err, "cause", None)
+    if isinstance(err, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
+        kind = ValueError if isinstance(cause, ValueError) else RuntimeError
+        # str(err) is the actor's traceback, headed by the actor's method and pid, in terminal colours.
+        remote = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        return kind(f"a Ray actor failed: {type(cause).__name__}: {cause}\n{remote}")
+    return RuntimeError(f"a Ray actor failed: {err}")
+
+
 def map_units(
     make_worker: Callable[[], Worker],
     units: Sequence[Any],
     workers: int,
     shape: EngineShape = ONE_CPU,
     placement_timeout_s: float = 600.0,
+    progress: Progress | None = None,
 ) -> tuple[list[Any], list[str]]:
     """Results for `units` in their order, and the node id of each actor that ran them."""
     units = list(units)
@@ -116,15 +137,26 @@ def map_units(
     groups = reserve_engines(count, shape, placement_timeout_s)
     actors = [EngineActor.options(**actor_options(shape, g)).remote(make_worker) for g in groups]
     try:
-        shards = [list(range(first, len(units), count)) for first in range(count)]
-        pending = [actor.run.remote([units[i] for i in shard]) for actor, shard in zip(actors, shards, strict=True)]
-        node_ids = ray.get([actor.node.remote() for actor in actors])
+        # One call per unit, dealt round-robin. An actor runs its calls one at a time in the order sent, so
+        # it does what it would with its whole shard in one call, and each finished unit can be counted.
+        calls = {actors[i % count].run.remote([unit]): i for i, unit in enumerate(units)}
+        if progress is not None:
+            progress(0, len(units))
         results: list[Any] = [None] * len(units)
-        for shard, out in zip(shards, ray.get(pending), strict=True):
-            if len(out) != len(shard):
-                raise RuntimeError(f"a worker returned {len(out)} results for {len(shard)} work units")
-            for i, result in zip(shard, out, strict=True):
-                results[i] = result
+        waiting = list(calls)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            for ref in ready:
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayError as err:
+                    raise actor_failure(err) from err
+                if len(out) != 1:
+                    raise RuntimeError(f"a worker returned {len(out)} results for 1 work unit")
+                results[calls[ref]] = out[0]
+            if progress is not None:
+                progress(len(units) - len(waiting), len(units))
+        node_ids = ray.get([actor.node.remote() for actor in actors])
         return results, node_ids
     finally:
         for actor in actors:
@@ -157,7 +189,11 @@ class RayRunner:
             local_cpus=max(os.cpu_count() or 1, needed),
         )
 
-    def __call__(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
+    def __call__(
+        self, make_worker: Callable[[], Worker], units: Sequence[Any], progress: Progress | None = None
+    ) -> list[Any]:
         connect(self.address, self.local_cpus)
-        results, self.node_ids = map_units(make_worker, units, self.workers, self.shape, self.placement_timeout_s)
+        results, self.node_ids = map_units(
+            make_worker, units, self.workers, self.shape, self.placement_timeout_s, progress=progress
+        )
         return results

@@ -21,7 +21,7 @@ from sppo.preflight import preflight
 from sppo.report import write_report
 
 
-@flow(name="sppo-campaign")
+@flow(name="sppo-campaign", flow_run_name="{run}-iters-1-{iterations}")
 def sppo_campaign(
     run: str = "default", iterations: int = 3, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
 ) -> list[str]:

@@ -9,7 +9,7 @@ import argparse
 import functools
 import sys
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.cli import run_command
 from sppo.config import load_recipe
@@ -17,6 +17,7 @@ from sppo.iteration import iteration_lock, starting_policy
 from sppo.names import RUN_NAME_PATTERN
 from sppo.preflight import preflight
 from sppo.store import RunLayout
+from tasks.artifacts import publish_iteration
 from tasks.stages import (
     build_dataset_task,
     evaluate_task,
@@ -29,7 +30,8 @@ from tasks.stages import (
 DEFAULT_RECIPE = "configs/cpu-smollm2.yaml"
 
 
-@flow(name="sppo-iteration")
+# Flow runs are named after what they do (`smoke-iter-002`), not Prefect's random `quaint-alligator`.
+@flow(name="sppo-iteration", flow_run_name="{run}-iter-{iteration:03d}")
 def sppo_iteration(
     run: str = "default",
     iteration: int = 1,
@@ -48,10 +50,16 @@ def sppo_iteration(
             prepare_base_task(recipe, layout.model_url(0))
         policy = starting_policy(layout, iteration)
         generations = generate_task(recipe, policy, iteration, stage("generate"))
-        preferences = rank_task(recipe, generations, stage("rank"))
-        dataset = build_dataset_task(recipe, preferences, stage("dataset"))
-        model = train_task(recipe, dataset, policy, stage("model"))
-        return evaluate_task(recipe, model, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
+        preferences = rank_task(recipe, generations.url, stage("rank"))
+        dataset = build_dataset_task(recipe, preferences.url, stage("dataset"))
+        model = train_task(recipe, dataset.url, policy, stage("model"))
+        metrics = evaluate_task(recipe, model.url, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
+    # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run.
+    if all(s.reused for s in (generations, preferences, dataset, model, metrics)):
+        get_run_logger().info("iteration %d: every stage reused; its artifacts were published when made", iteration)
+    else:
+        publish_iteration(recipe.store, run, iteration)
+    return metrics.url
 
 
 def main(argv: list[str] | None = None) -> int:

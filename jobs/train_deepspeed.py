@@ -7,7 +7,7 @@ Run under a launcher, one process per GPU (or per CPU share), on one node or man
 
 Every rank runs sppo.training.train_policy, the single-process loop, inside a ZeRO engine; rank 0 writes
 the model folder and train_log.jsonl. The train stage launches this on its node when train.deepspeed is set
-(sppo.train_distributed.launch)."""
+(sppo.train_distributed.launch, which also documents the exit codes and the lines it reads)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,25 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, read_rows
 from sppo.config import load_recipe
+from sppo.train_distributed import EXIT_MISTAKE, MISTAKE_MARK, PROGRESS_MARK
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return train(argv)
+    except ValueError as err:  # a mistake in the recipe or the data: retrying cannot help
+        traceback.print_exc()
+        cause = " ".join(f"{type(err).__name__}: {err}".split())
+        print(f"{MISTAKE_MARK} {cause}", file=sys.stderr, flush=True)
+        return EXIT_MISTAKE
+
+
+def train(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.train_deepspeed", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, type=Path, help="dataset stage folder holding train.parquet")
     parser.add_argument("--policy", required=True, type=Path, help="pi_t model folder (also pi_ref)")
@@ -51,7 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     zero3_loading = HfDeepSpeedConfig(ds_config) if cfg.deepspeed.stage == 3 else None
     model, tokenizer = load_policy(args.policy, recipe.model.trust_remote_code, training=True)
     pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
-    history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=rank == 0, deepspeed_config=ds_config)
+
+    def report(step: int, total: int) -> None:  # what `launch` turns into progress; also readable by hand
+        if rank == 0:
+            print(f"{PROGRESS_MARK} {step}/{total}", flush=True)
+
+    # tqdm's bar only on a terminal: piped to the train stage, its carriage returns make one endless line.
+    history = train_policy(
+        model,
+        pairs,
+        cfg,
+        tokenizer.pad_token_id,
+        progress=rank == 0 and sys.stderr.isatty(),
+        deepspeed_config=ds_config,
+        on_step=report,
+    )
     state = gathered_state_dict(model)
     if rank == 0:
         args.out.mkdir(parents=True, exist_ok=True)

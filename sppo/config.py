@@ -235,7 +235,7 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
     key, sep, raw = override.partition("=")
     path = key.strip().split(".")
     if not sep or not all(path):
-        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. train.beta=0.01")
+        raise ConfigError(f"override {override!r} must look like section.field=value, e.g. train.learning_rate=1e-6")
     check_no_placeholder(raw, f"override {override!r}")
     *parents, leaf = path
     node = tree

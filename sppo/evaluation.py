@@ -23,12 +23,16 @@ def _rate(outcomes: np.ndarray) -> dict[str, float | None]:
     return {"win_rate": rate, "ci95_low": max(0.0, rate - half), "ci95_high": min(1.0, rate + half), "n": n}
 
 
+VERDICTS = {1.0: "win", 0.5: "tie", 0.0: "loss"}
+
+
 def head_to_head(judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[str], theirs: Sequence[str]) -> dict:
     """Win rate of `ours` over `theirs`: a win counts 1, a tie 1/2. The interval is the normal
     approximation over per-prompt outcomes (n is in the hundreds here).
 
     `by_length` splits the prompts by whether ours is shorter, about as long (within 20%) or longer
-    than theirs: a policy that only wins where it is longer is buying wins with length."""
+    than theirs: a policy that only wins where it is longer is buying wins with length. `verdicts`
+    holds each prompt's outcome for ours ("win", "tie" or "loss"), in prompt order."""
     verdicts = judge.judge(prompts, [[a, b] for a, b in zip(ours, theirs, strict=True)])
     outcomes = np.array(
         [1.0 if v.scores[0] > v.scores[1] else 0.5 if v.scores[0] == v.scores[1] else 0.0 for v in verdicts]
@@ -42,6 +46,7 @@ def head_to_head(judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[s
         "ties": int((outcomes == 0.5).sum()),
         "losses": int((outcomes == 0.0).sum()),
         "by_length": {name: _rate(outcomes[mask]) for name, mask in buckets.items()},
+        "verdicts": [VERDICTS[float(o)] for o in outcomes],
     }
 
 

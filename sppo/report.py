@@ -92,7 +92,7 @@ def win_rates(ax, xs: list[float], h2hs: list[dict], **style) -> None:
     ax.errorbar(xs, rates, yerr=errors, capsize=3, **style)
 
 
-def plot(results: list[IterationResult], path: Path) -> None:
+def plot(results: list[IterationResult], path: Path, dpi: int = 100) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -110,7 +110,7 @@ def plot(results: list[IterationResult], path: Path) -> None:
         similar = [r.vs_base.get("by_length", {}).get("similar") for r in mine]
         win_rates(axes[0], its, vs_base, marker="o", color=color, label=f"{label} vs base")
         win_rates(axes[0], its, vs_prev, marker="s", color=color, ls=":", alpha=0.6, label=f"{label} vs previous")
-        if all(s and s.get("n") for s in similar):
+        if all(s and s.get("n") for s in similar):  # a bucket without prompts has no rate to draw
             win_rates(axes[1], its, similar, marker="o", color=color, label=label)
         axes[2].plot(
             [0, *its],
@@ -140,7 +140,7 @@ def plot(results: list[IterationResult], path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 

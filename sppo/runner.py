@@ -4,7 +4,11 @@ A stage hands a runner `make_worker` (a picklable, argument-free factory: it loa
 judge once) and its work units; the worker maps a list of units to one result per unit, in order. The
 runner returns one result per unit in the order given, wherever it ran them: `run_in_process` (the
 default) builds one worker here; distributed.ray_pool.RayRunner builds one per Ray actor and shards
-the units across them. Results depend only on the units, never on how they were spread."""
+the units across them. Results depend only on the units, never on how they were spread.
+
+`progress(done, total)`, when given, is called in the caller's thread once before the first unit and as
+units finish (the Prefect
+tasks turn it into a progress artifact; the library never needs to know)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 Worker = Callable[[list[Any]], list[Any]]
+Progress = Callable[[int, int], None]  # (units or steps done, total)
 
 # Set by a runner that starts a worker inside a reserved group of devices (a Ray placement group): an
 # engine spanning several devices (vLLM with tensor parallelism) then puts its shards there.
@@ -31,13 +36,25 @@ class EngineShape:
 
 
 class Runner(Protocol):
-    def __call__(self, make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
+    def __call__(
+        self, make_worker: Callable[[], Worker], units: Sequence[Any], progress: Progress | None = None
+    ) -> list[Any]:
         """One result per unit, in the order of `units`."""
         ...
 
 
-def run_in_process(make_worker: Callable[[], Worker], units: Sequence[Any]) -> list[Any]:
-    results = make_worker()(list(units))
+def run_in_process(
+    make_worker: Callable[[], Worker], units: Sequence[Any], progress: Progress | None = None
+) -> list[Any]:
+    worker = make_worker()
+    if progress is None:
+        results = worker(list(units))
+    else:  # one unit per call: a unit's result never depends on what else the call held
+        progress(0, len(units))
+        results = []
+        for done, unit in enumerate(units, 1):
+            results.extend(worker([unit]))
+            progress(done, len(units))
     if len(results) != len(units):
         raise RuntimeError(f"worker returned {len(results)} results for {len(units)} work units")
     return results

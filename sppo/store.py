@@ -99,9 +99,8 @@ def file_digest(path: Path) -> str:
 
 
 def code_version() -> str:
-    """The git commit of this code: $SPPO_CODE_VERSION when set (the images bake it in: no git there)."""
-    if os.environ.get("SPPO_CODE_VERSION"):
-        return os.environ["SPPO_CODE_VERSION"]
+    """The checkout's git commit; in an image without git, the commit it was built from (the build
+    argument SPPO_CODE_VERSION of docker/Dockerfile.*); else "unknown"."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -110,9 +109,10 @@ def code_version() -> str:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        commit = ""
+    return commit or os.environ.get("SPPO_CODE_VERSION") or "unknown"
 
 
 class ArtifactStore:

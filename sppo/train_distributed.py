@@ -1,11 +1,19 @@
 """Launch the train stage as a multi-process DeepSpeed job (jobs/train_deepspeed.py) on this node, under
-torchrun or DeepSpeed's launcher, and read back its log. The train stage calls `launch` when
-train.deepspeed is set."""
+torchrun or DeepSpeed's launcher, stream its output into the log, and read back its training log. The train
+stage calls `launch` when train.deepspeed is set.
+
+The job's exit codes: 0 done; EXIT_MISTAKE (3) when a rank stopped on a mistake in the recipe or the data
+(a ValueError: a missing DeepSpeed JSON, a bad field, an unreadable dataset), which it also names on one
+line starting with MISTAKE_MARK; anything else is a crash. Launchers may report their own code (torchrun
+exits 1 whatever its ranks did), so `launch` reads the mark as well as the code."""
 
 from __future__ import annotations
 
+import collections
 import json
+import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,8 +22,15 @@ from pathlib import Path
 
 from sppo.artifacts import TRAIN_LOG
 from sppo.config import RecipeConfig
+from sppo.runner import Progress
+
+log = logging.getLogger(__name__)
 
 JOB = "jobs.train_deepspeed"  # the module every rank runs
+EXIT_MISTAKE = 3
+MISTAKE_MARK = "sppo-train-mistake:"  # + the cause, one line, printed by the rank that stopped
+PROGRESS_MARK = "sppo-train-progress:"  # + "step/total", printed by rank 0 after each optimizer step
+_PROGRESS = re.compile(re.escape(PROGRESS_MARK) + r" (\d+)/(\d+)")
 
 
 def _free_port() -> int:
@@ -24,12 +39,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> list[dict]:
-    """Run this module as a train.processes-process job on this node under train.launcher; returns the log."""
+def launch(
+    recipe: RecipeConfig,
+    dataset: Path,
+    policy: Path,
+    out: Path,
+    progress: Progress | None = None,
+) -> list[dict]:
+    """Run the JOB module as a train.processes-process job on this node under train.launcher; returns the log.
+
+    The job's output (every rank's, and the launcher's) goes line by line to this module's logger, so it
+    reaches whatever shows the train stage's log. `progress(step, total)` follows rank 0's steps. A job
+    that stopped on a mistake in the recipe or the data raises ValueError naming it; any other failure
+    RuntimeError with the job's last lines."""
     cfg = recipe.train
     env = dict(os.environ)
     # DeepSpeed JIT-compiles helper ops on first use; keep them in the project's cache, not ~/.cache.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+    env["PYTHONUNBUFFERED"] = "1"  # lines as they happen, not when a rank's buffer fills
     port = str(_free_port())
     with tempfile.TemporaryDirectory(prefix="sppo-train-") as scratch:
         recipe_file = Path(scratch) / "recipe.json"
@@ -41,7 +68,42 @@ def launch(recipe: RecipeConfig, dataset: Path, policy: Path, out: Path) -> list
         else:
             cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(cfg.processes)]
             cmd += ["--no_local_rank", "--master_port", port, "--module", JOB, *job]
-        done = subprocess.run(cmd, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"training job failed (exit {done.returncode}); its output is above. Command: {cmd}")
+        log.info("launching the training job: %s", " ".join(cmd))
+        code, mistake, last_lines = _stream(cmd, env, progress)
+    failure = job_failure(code, mistake, last_lines)
+    if failure is not None:
+        raise failure
     return [json.loads(line) for line in (out / TRAIN_LOG).read_text().splitlines()]
+
+
+def job_failure(code: int, mistake: str | None, last_lines: list[str]) -> Exception | None:
+    """What the train stage raises for a finished job: ValueError for a mistake in the recipe or the data
+    (the exit code, or the mark, as torchrun reports its own exit 1), so it is not retried; RuntimeError
+    with the last lines for anything else; None when it succeeded."""
+    if code == 0:
+        return None
+    if code == EXIT_MISTAKE or mistake:
+        return ValueError(f"training job stopped on a mistake in the recipe or data: {mistake or 'see its log'}")
+    tail = "\n".join(last_lines)
+    return RuntimeError(f"training job failed (exit {code}); its last lines:\n{tail}")
+
+
+def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> tuple[int, str | None, list[str]]:
+    """Run `cmd`, logging each line of its output; returns (exit code, the mistake it named, its last lines)."""
+    mistake, last = None, collections.deque(maxlen=15)
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
+    ) as job:
+        for raw in job.stdout:
+            line = raw.rstrip()
+            if not line:
+                continue
+            log.info("%s", line)
+            if MISTAKE_MARK in line:
+                mistake = line.split(MISTAKE_MARK, 1)[1].strip()
+            step = _PROGRESS.search(line)
+            if step and progress is not None:
+                progress(int(step.group(1)), int(step.group(2)))
+            elif not step:
+                last.append(line)
+    return job.returncode, mistake, list(last)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sppo.config import TrainConfig
 from sppo.generation import chat_prompt_ids
 from sppo.optim import linear_schedule, make_optimizer
+from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +241,14 @@ def train_policy(
     pad_id: int,
     progress: bool = True,
     deepspeed_config: dict | None = None,
+    on_step: Progress | None = None,
 ) -> list[dict[str, float]]:
     """Train `model` (pi_t on entry, pi_{t+1} on return) in place; returns one log record per optimizer step.
 
     The same loop runs in one process (plain optimizer) and on every rank of a DeepSpeed job: each global
     batch of batch_size * grad_accum * world pairs is split across ranks, and the logged values are
-    means over the whole global batch."""
+    means over the whole global batch. `on_step(steps done, total steps)` runs before the first optimizer
+    step and after each."""
     rank, size = world()
     if cfg.disable_dropout:
         disable_dropout(model)
@@ -269,6 +272,8 @@ def train_policy(
     order_rng = random.Random(cfg.seed)
     history: list[dict[str, float]] = []
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
+    if on_step is not None:
+        on_step(0, total_steps)
     for epoch in range(cfg.epochs):
         order = list(range(len(pairs)))
         order_rng.shuffle(order)
@@ -309,6 +314,8 @@ def train_policy(
             history.append({"step": step, "epoch": epoch, "lr": lr, "grad_norm": grad_norm, **record})
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4g}")
+            if on_step is not None:
+                on_step(len(history), total_steps)
     bar.close()
     model.eval()
     return history

@@ -3,11 +3,11 @@ the URI of the folder it committed: models and tables never pass through Prefect
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from sppo.artifacts import METRICS_FILE
 from sppo.config import ComputeConfig, RecipeConfig
 from sppo.runner import EngineShape, Runner, run_in_process
 from sppo.stages.base import prepare_base
@@ -17,6 +17,7 @@ from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
 from sppo.store import Manifest
+from tasks.progress import ProgressArtifact
 
 
 def _transient(task, task_run, state) -> bool:
@@ -50,51 +51,57 @@ def _runner(compute: ComputeConfig, workers: int, shape: EngineShape) -> Runner:
     return RayRunner.for_stage(compute, workers, shape)
 
 
-def _done(manifest: Manifest, out: str) -> str:
+class StageResult(NamedTuple):
+    """What a stage task hands the flow: the committed folder, and whether an earlier run had made it."""
+
+    url: str
+    reused: bool
+
+
+def _done(manifest: Manifest, out: str) -> StageResult:
+    logger = get_run_logger()
     if manifest.reused:
-        get_run_logger().info("%s: reused, finished at %s -> %s", manifest.stage, manifest.created, out)
+        logger.info(
+            "%s: reused, finished at %s (%s rows in %.1f s then) -> %s",
+            *(manifest.stage, manifest.created, manifest.rows, manifest.seconds, out),
+        )
     else:
-        get_run_logger().info("%s: %s rows in %.1f s -> %s", manifest.stage, manifest.rows, manifest.seconds, out)
-    return out
+        logger.info("%s: %s rows in %.1f s -> %s", manifest.stage, manifest.rows, manifest.seconds, out)
+    return StageResult(out, manifest.reused)
 
 
 @task(name="prepare-base", **STAGE)
-def prepare_base_task(recipe: RecipeConfig, out: str) -> str:
+def prepare_base_task(recipe: RecipeConfig, out: str) -> StageResult:
     return _done(prepare_base(recipe, out), out)
 
 
 @task(name="generate", **STAGE)
-def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> str:
+def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> StageResult:
     c = recipe.compute
     shape = recipe.generate.engine.engine_shape(c.cpus_per_worker, c.gpus_per_worker)
     runner = _runner(c, c.generate_workers, shape)
-    return _done(generate(recipe, policy, iteration, out, runner), out)
+    progress = ProgressArtifact(f"generate, iteration {iteration}: generation batches done")
+    return _done(generate(recipe, policy, iteration, out, runner, progress), out)
 
 
 @task(name="rank", **STAGE)
-def rank_task(recipe: RecipeConfig, generations: str, out: str) -> str:
+def rank_task(recipe: RecipeConfig, generations: str, out: str) -> StageResult:
     c = recipe.compute
     runner = _runner(c, c.rank_workers, recipe.judge.engine_shape(c.cpus_per_worker, c.gpus_per_worker))
     return _done(rank(recipe, generations, out, runner), out)
 
 
 @task(name="build-parquet", **STAGE)
-def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> str:
+def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> StageResult:
     return _done(build_dataset(recipe, preferences, out), out)
 
 
 @task(name="train", **STAGE)
-def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> str:
-    return _done(train(recipe, dataset, policy, out), out)
+def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> StageResult:
+    progress = ProgressArtifact(f"train: optimizer steps done ({out})")
+    return _done(train(recipe, dataset, policy, out, progress), out)
 
 
 @task(name="evaluate", **STAGE)
-def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> str:
-    manifest = evaluate(recipe, policy, reference, base, out, cache)
-    metrics = recipe.open_store().read_bytes(f"{out}/{METRICS_FILE}").decode()
-    create_markdown_artifact(
-        key="sppo-metrics",
-        markdown=f"### SPPO evaluation: {out}\n\n```json\n{metrics}\n```",
-        description="Win rates of pi_{t+1} against pi_t and the base model on held-out prompts",
-    )
-    return _done(manifest, out)
+def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> StageResult:
+    return _done(evaluate(recipe, policy, reference, base, out, cache), out)

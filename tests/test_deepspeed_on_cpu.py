@@ -14,7 +14,7 @@ from sppo.artifacts import PAIRS, TRAIN_FILE, write_rows
 from sppo.config import ConfigError, DeepSpeedConfig, RecipeConfig, TrainConfig, load_recipe
 from sppo.deepspeed_engine import deepspeed_config
 from sppo.models import load_policy
-from sppo.train_distributed import launch
+from sppo.train_distributed import _stream, job_failure, launch
 from sppo.training import tokenize_pairs, train_policy
 
 WORDS = "blue red green hi hello there turtles colour lowercase yes no maybe always never".split()
@@ -105,3 +105,43 @@ def test_two_process_zero3_matches_one_process(tiny_model_dir, tmp_path):
     trained = dict(model.named_parameters())
     for name, param in reloaded.named_parameters():
         assert torch.allclose(param, trained[name], atol=1e-5), name
+
+
+def test_training_job_output_reaches_the_log_line_by_line(caplog):
+    import logging
+    import sys
+
+    script = (
+        "import sys; print('loading the model'); print('sppo-train-progress: 0/2'); "
+        "print('sppo-train-progress: 2/2'); print('Traceback: ...', file=sys.stderr); "
+        "print('sppo-train-mistake: ValueError: train.deepspeed.config: x.json is missing', file=sys.stderr); "
+        "sys.exit(1)"
+    )
+    steps = []
+    env = {"PYTHONUNBUFFERED": "1"}  # as launch sets it: lines in the order they were printed
+    with caplog.at_level(logging.INFO, logger="sppo.train_distributed"):
+        code, mistake, last = _stream([sys.executable, "-c", script], env, lambda *step: steps.append(step))
+    assert code == 1 and steps == [(0, 2), (2, 2)]
+    assert mistake == "ValueError: train.deepspeed.config: x.json is missing"
+    logged = [r.getMessage() for r in caplog.records if r.name == "sppo.train_distributed"]
+    assert logged[0] == "loading the model" and "Traceback: ..." in logged
+    assert "sppo-train-progress: 0/2" not in last  # progress lines are not the job's last words
+
+
+def test_a_mistake_in_the_job_is_a_value_error_and_a_crash_is_not():
+    assert job_failure(0, None, []) is None
+    mistake = job_failure(1, "ValueError: bad field", ["..."])  # torchrun exits 1 whatever its ranks did
+    assert isinstance(mistake, ValueError) and "bad field" in str(mistake)
+    assert isinstance(job_failure(3, None, []), ValueError)  # the documented exit code alone
+    crash = job_failure(-9, None, ["rank 0 killed"])
+    assert type(crash) is RuntimeError and "exit -9" in str(crash) and "rank 0 killed" in str(crash)
+
+
+@pytest.mark.distributed
+def test_a_missing_deepspeed_config_fails_the_launched_job_as_a_mistake(tiny_model_dir, tmp_path):
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    write_rows(_rows(4), PAIRS, dataset / TRAIN_FILE)
+    recipe = RecipeConfig(train=_train_config(deepspeed=DeepSpeedConfig(config="configs/deepspeed/typo.json")))
+    with pytest.raises(ValueError, match=r"mistake in the recipe or data: ValueError: train.deepspeed.config: "):
+        launch(recipe, dataset, tiny_model_dir, tmp_path / "out")

@@ -67,12 +67,55 @@ def test_prefect_yaml_is_what_prefect_deploy_reads():
         assert deployment.get("work_pool", {}).get("name"), f"{_id(deployment)}: no work_pool.name"
         for schedule in deployment.get("schedules") or []:
             RawScheduleConfig.model_validate(schedule)
-    # Flow runs start in the folder where the images put the project.
+    # Flow runs start in the project folder, found at run time (flows/deployment_steps.py), not a fixed path.
     (step,) = PREFECT_YAML["pull"]
-    directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert list(step) == ["flows.deployment_steps.enter_project_folder"]
+    # The images start their worker in the project folder, which the step falls back to.
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
-        workdirs = re.findall(r"^WORKDIR\s+(\S+)", (REPO / "docker" / dockerfile).read_text(), re.M)
-        assert workdirs == [directory], f"docker/{dockerfile} WORKDIR {workdirs} != pull step's {directory}"
+        text = (REPO / "docker" / dockerfile).read_text()
+        assert re.findall(r"^WORKDIR\s+(\S+)", text, re.M) == ["/opt/sppo"], dockerfile
+        assert "COPY configs configs" in text and "COPY data data" in text, dockerfile
+
+
+def test_pull_step_finds_the_project_folder(tmp_path, monkeypatch):
+    from flows.deployment_steps import enter_project_folder
+
+    monkeypatch.chdir(tmp_path)  # a worker started anywhere: the checkout this code comes from
+    monkeypatch.delenv("SPPO_WORKDIR", raising=False)
+    assert enter_project_folder() == {"directory": str(REPO)} and Path.cwd() == REPO
+    elsewhere = tmp_path / "project"
+    (elsewhere / "configs").mkdir(parents=True)
+    monkeypatch.setenv("SPPO_WORKDIR", str(elsewhere))
+    assert enter_project_folder()["directory"] == str(elsewhere) and Path.cwd() == elsewhere
+    monkeypatch.setenv("SPPO_WORKDIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"no configs/ in it\): set SPPO_WORKDIR"):
+        enter_project_folder()
+
+
+def test_gpu_deployments_check_their_store_when_deployed():
+    from flows.deployment_steps import check_store_variable
+
+    for deployment in DEPLOYMENTS:
+        uses_store = "SPPO_STORE" in str(deployment.get("parameters"))
+        steps = [next(iter(step)) for step in deployment.get("build") or []]
+        assert uses_store == ("flows.deployment_steps.check_store_variable" in steps), _id(deployment)
+    # Unset, `prefect deploy` passes "" for the placeholder.
+    with pytest.raises(ValueError, match=r"SPPO_STORE is not set: export SPPO_STORE=s3://"):
+        check_store_variable("SPPO_STORE", "")
+    with pytest.raises(ValueError, match=r"SPPO_STORE='s4://b/p': .*unknown scheme 's4'"):
+        check_store_variable("SPPO_STORE", "s4://b/p")
+    with pytest.raises(ValueError, match=r"names no bucket"):
+        check_store_variable("SPPO_STORE", "s3://")
+    assert check_store_variable("SPPO_STORE", "s3://bucket/sppo") == {"SPPO_STORE": "s3://bucket/sppo"}
+
+
+def test_a_flow_given_an_unfilled_placeholder_fails_at_once_naming_the_variable(tmp_path):
+    from flows.sppo_iteration import sppo_iteration
+
+    with pytest.raises(ValueError, match=r"set the environment variable SPPO_STORE where `prefect deploy` runs"):
+        sppo_iteration(run="x", iteration=1, config="configs/smoke.yaml", overrides=["store={{ $SPPO_STORE }}"])
+    with pytest.raises(ValueError, match=r"store 'ftp2://x': unknown scheme 'ftp2'"):
+        sppo_iteration(run="x", iteration=1, config="configs/smoke.yaml", overrides=["store=ftp2://x"])
 
 
 def test_deploy_time_placeholders_are_documented():
@@ -147,6 +190,56 @@ def test_kuberay_cluster_runs_the_gpu_image():
     head_limits = head["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
     assert int(head_limits.get("nvidia.com/gpu", 0)) >= 1, "the KubeRay head requests no nvidia.com/gpu"
     assert _ray_pool() in {d["work_pool"]["name"] for d in DEPLOYMENTS}
+
+
+def test_ray_dashboards_listen_on_loopback_unless_opened():
+    (start,) = [c for c in RAY_UP["head_start_ray_commands"] if c.startswith("ray start --head")]
+    assert "--dashboard-host=${RAY_DASHBOARD_HOST:-127.0.0.1}" in start
+    head = KUBERAY["spec"]["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    assert "--dashboard-host=$RAY_DASHBOARD_HOST}" in " ".join(head["template"]["spec"]["containers"][0]["args"])
+
+
+def test_infra_lint_catches_a_misspelt_field(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import check_infra
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    assert check_infra.check_ray_cluster(REPO / "infra" / "ray-cluster.yaml") == []
+    assert check_infra.check_ray_up(REPO / "infra" / "ray-up.yaml") == []
+    broken = copy.deepcopy(KUBERAY)
+    broken["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resource"] = {}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(broken))
+    (problem,) = check_infra.check_ray_cluster(tmp_path / "cluster.yaml")
+    assert "spec.workerGroupSpecs.0.template: spec.containers.0" in problem and "'resource'" in problem
+    up = copy.deepcopy(RAY_UP)
+    up["head_start_ray_comands"] = up.pop("head_start_ray_commands")
+    (tmp_path / "up.yaml").write_text(yaml.safe_dump(up))
+    assert any("head_start_ray_comands" in p for p in check_infra.check_ray_up(tmp_path / "up.yaml"))
+
+
+def test_images_record_the_commit_and_can_compile_deepspeed_ops():
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (REPO / "docker" / dockerfile).read_text()
+        assert "ARG SPPO_CODE_VERSION" in text and "ENV SPPO_CODE_VERSION=${SPPO_CODE_VERSION}" in text, dockerfile
+        assert re.search(r"apt-get install[^\n]*\bg\+\+", text), f"docker/{dockerfile} has no C++ compiler"
+
+
+def test_makefile_prefect_home_has_no_trailing_spaces():
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    out = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "-", "show"],
+        input=f"include {REPO / 'Makefile'}\nshow:\n\t@printf '[%s]' \"$$PREFECT_HOME\"\n",
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout == f"[{REPO / '.cache' / 'prefect'}]", out.stdout + out.stderr
 
 
 def test_ray_up_config_passes_rays_checks():

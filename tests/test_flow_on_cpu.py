@@ -25,6 +25,22 @@ def smoke_run(tmp_path_factory):
     return RunLayout(ArtifactStore(store), "smoke"), overrides, (first, second)
 
 
+def _no_nan(name: str):
+    raise AssertionError(f"metrics.json holds {name}: not valid JSON")
+
+
+def _artifacts(key: str) -> list:
+    """Every version of an artifact key, newest first (the temporary API's database outlives a session)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )
+
+
 @pytest.mark.parametrize("iteration", [1, 2])
 def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
     layout, _, _ = smoke_run
@@ -44,7 +60,9 @@ def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
     loaded = datasets.load_dataset("parquet", data_files=str(stage(iteration, "dataset") / "train.parquet"))
     assert set(PAIRS.names) <= set(loaded["train"].column_names)
     assert (stage(iteration, "model") / "model.safetensors").is_file()
-    metrics = json.loads((stage(iteration, "evaluate") / "metrics.json").read_text())
+    metrics = json.loads((stage(iteration, "evaluate") / "metrics.json").read_text(), parse_constant=_no_nan)
+    assert all(set(s["verdict"]) == {"vs_reference", "vs_base"} for s in metrics["samples"])
+    assert {s["verdict"]["vs_reference"] for s in metrics["samples"]} <= {"win", "tie", "loss"}
     for key in ("vs_reference", "vs_base"):
         assert (
             metrics[key]["n"] == 8 and metrics[key]["ci95_low"] <= metrics[key]["win_rate"] <= metrics[key]["ci95_high"]
@@ -71,8 +89,31 @@ def test_rerunning_an_iteration_redoes_nothing(smoke_run):
         return {s: layout.store.read_bytes(f"{layout.stage_url(2, s)}/manifest.json") for s in STAGES}
 
     before = manifests()
+    published = {key: len(_artifacts(key)) for key in ("smoke-metrics", "smoke-plot", "smoke-samples")}
     sppo_iteration(run="smoke", iteration=2, config=SMOKE, overrides=overrides)
     assert before == manifests()
+    # A re-run that did no work publishes nothing: each key's history stays one version per iteration.
+    assert published == {key: len(_artifacts(key)) for key in published}
+
+
+def test_each_iteration_publishes_its_artifacts_under_the_runs_keys(smoke_run):
+    from sppo.report import collect
+
+    layout, _, _ = smoke_run
+    table, plot, samples = (_artifacts(f"smoke-{name}")[0] for name in ("metrics", "plot", "samples"))
+    assert table.flow_run_id == plot.flow_run_id == samples.flow_run_id, "published together, by iteration 2"
+    rows = json.loads(table.data)
+    assert [r["iteration"] for r in rows] == [str(r.iteration) for r in collect(layout.store, {"smoke": "smoke"})]
+    assert [r["iteration"] for r in rows] == ["1", "2"] and "nan" not in table.data.lower()
+    assert "iteration 2" in samples.data and "**Verdict:" in samples.data
+    assert plot.data.startswith("data:image/png;base64,")
+
+
+def test_flow_runs_are_named_after_the_run_and_iteration():
+    from flows.sppo_campaign import sppo_campaign
+
+    assert sppo_iteration.flow_run_name.format(run="smoke", iteration=3) == "smoke-iter-003"
+    assert sppo_campaign.flow_run_name.format(run="smoke", iterations=3) == "smoke-iters-1-3"
 
 
 def test_iteration_without_previous_model_fails_clearly(smoke_run):

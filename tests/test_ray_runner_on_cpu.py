@@ -106,3 +106,28 @@ def test_a_tensor_parallel_engine_reserves_its_gpus_on_one_node():
     assert options["scheduling_strategy"].placement_group_capture_child_tasks is True
     assert bundles(PairRMJudgeConfig().engine_shape(cpus=2, gpus=1)) == [{"CPU": 2, "GPU": 1}]
     assert bundles(RuleJudgeConfig().engine_shape(cpus=2, gpus=1)) == [{"CPU": 2}]
+
+
+class _BadJudge:
+    """A worker whose construction fails the way a wrong recipe field does."""
+
+    def __init__(self):
+        raise ValueError("judge.ranker_path: /nowhere holds no config.json")
+
+
+class _Doubler:
+    def __call__(self, units: list[int]) -> list[int]:
+        return [2 * u for u in units]
+
+
+def test_an_actors_exception_reaches_the_driver_with_its_cause(local_ray):
+    from distributed.ray_pool import RayRunner
+
+    with pytest.raises(ValueError, match=r"a Ray actor failed: ValueError: judge.ranker_path: /nowhere") as err:
+        RayRunner(workers=2)(_BadJudge, [1, 2, 3])
+    remote = str(err.value)  # the actor's traceback: its method, pid and node, and the raising line
+    assert "ray::EngineActor.run() (pid=" in remote and 'raise ValueError("judge.ranker_path' in remote
+    assert "\x1b[" not in str(err.value)  # no terminal colours in the task's log
+    steps = []
+    assert RayRunner(workers=2)(_Doubler, [1, 2, 3], progress=lambda *s: steps.append(s)) == [2, 4, 6]
+    assert steps[0] == (0, 3) and steps[-1] == (3, 3) and len(steps) == 4

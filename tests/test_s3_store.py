@@ -56,6 +56,8 @@ def test_iteration_commits_every_stage_to_s3(s3_run):
     metrics = json.loads(layout.store.read_bytes(f"{layout.stage_url(1, 'evaluate')}/metrics.json"))
     assert metrics["vs_base"]["n"] == 8
     assert not layout.store.exists(f"{layout.iteration_url(1)}.lock")
+    # The UI's plot: a PNG in the store, which the image artifact reaches through a presigned URL.
+    assert layout.store.read_bytes(layout.store.join("smoke", "ui", "metrics-iter-001.png")).startswith(b"\x89PNG")
 
 
 def test_corrupted_or_missing_artifact_is_detected(s3_run):

@@ -68,20 +68,30 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
         judge = recipe.evaluation_judge.build()
         by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}
+        versus = {
+            key: head_to_head(judge, prompts, texts["policy"], texts[role])
+            for key, role in (("vs_reference", "reference"), ("vs_base", "base"))
+        }
+        # Per-prompt verdicts go with the samples only: a person reads them beside the answers.
+        verdicts = {key: h2h.pop("verdicts") for key, h2h in versus.items()}
         metrics = {
             "prompts": len(prompts),
             "judge": judge.name,
-            "vs_reference": head_to_head(judge, prompts, texts["policy"], texts["reference"]),
-            "vs_base": head_to_head(judge, prompts, texts["policy"], texts["base"]),
+            **versus,
             **{
                 role: response_stats(prompts, texts[role], [r["num_tokens"] for r in rows])
                 for role, rows in by_role.items()
             },
             "samples": [
-                {"prompt": p.prompt, **{role: texts[role][i] for role in texts}}
+                {
+                    "prompt": p.prompt,
+                    **{role: texts[role][i] for role in texts},
+                    "verdict": {key: verdicts[key][i] for key in verdicts},  # the policy's: win, tie or loss
+                }
                 for i, p in enumerate(prompts[: recipe.evaluate.num_samples_shown])
             ],
         }
+        # allow_nan=False: nothing non-finite is committed (an empty set's rate is None, not NaN).
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2, allow_nan=False))
         return {
             "rows": len(prompts),

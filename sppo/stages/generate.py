@@ -21,7 +21,7 @@ from sppo.generation import (
 )
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits
-from sppo.runner import Runner, run_in_process
+from sppo.runner import Progress, Runner, run_in_process
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
 
@@ -55,9 +55,17 @@ class GenerationWorker:
         return self.generator.generate_batches(batches, self.sampling)
 
 
-def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner: Runner = run_in_process) -> Manifest:
+def generate(
+    recipe: RecipeConfig,
+    policy: str,
+    iteration: int,
+    out: str,
+    runner: Runner = run_in_process,
+    progress: Progress | None = None,
+) -> Manifest:
     """`runner` decides where the generation batches run (in this process by default); the output does not
-    depend on it: batches are planned here from the whole prompt list and each draws its own seed."""
+    depend on it: batches are planned here from the whole prompt list and each draws its own seed.
+    `progress(batches done, batches)` is called as batches finish."""
     g = recipe.generate
     records = training_prompts(recipe, iteration)  # before the model loads: a bad prompt file fails fast
 
@@ -87,7 +95,8 @@ def generate(recipe: RecipeConfig, policy: str, iteration: int, out: str, runner
             recipe.threads,
         )
         started = time.time()
-        completions = completions_in_prompt_order(batches, runner(make_worker, batches), len(prompts))
+        per_batch = runner(make_worker, batches, progress=progress)
+        completions = completions_in_prompt_order(batches, per_batch, len(prompts))
         seconds = time.time() - started
         rows = [
             {

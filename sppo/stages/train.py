@@ -12,24 +12,26 @@ import numpy as np
 from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, read_rows
 from sppo.config import RecipeConfig
 from sppo.models import check_weights_finite, configure_torch, load_policy, save_policy
+from sppo.runner import Progress
 from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
 from sppo.train_distributed import launch
 from sppo.training import tokenize_pairs, train_policy
 
 
-def train(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest:
+def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: Progress | None = None) -> Manifest:
+    """`progress(optimizer steps done, total)` follows training, in this process or in the launched job."""
     cfg = recipe.train
 
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         rows = read_rows(inputs["dataset"] / TRAIN_FILE, PAIRS)
         if cfg.deepspeed is not None:
-            history = launch(recipe, inputs["dataset"], inputs["reference"], tmp)
+            history = launch(recipe, inputs["dataset"], inputs["reference"], tmp, progress)
         else:
             configure_torch(recipe.threads)
             model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
             pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
-            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id)
+            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, on_step=progress)
             save_policy(model, tokenizer, tmp)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
         check_weights_finite(tmp)  # the loop checks every step; this also covers a launched job's output
