@@ -182,7 +182,7 @@ def latest_artifact(runs: Runs, key: str) -> dict:
 
 @pytest.mark.parametrize(
     ("value", "says"),
-    [(None, "SPPO_STORE is not set: export SPPO_STORE="), ("s4://bucket/sppo", "unknown protocol 's4'")],
+    [(None, "SPPO_STORE is not set: export SPPO_STORE="), ("s4://bucket/sppo", "unknown scheme 's4'")],
 )
 def test_deploying_without_a_usable_store_fails_naming_the_variable(runs, value, says):
     env = {"SPPO_STORE": value} if value else {}
