@@ -13,11 +13,12 @@ from pydantic import BeforeValidator, Field
 
 from sppo.judges.base import Judge, Judgement, JudgeSettings, sigmoid_matrix
 from sppo.judges.pairrm import PairRMJudgeConfig
+from sppo.judges.reward_model import RewardModelJudgeConfig
 from sppo.judges.rule import RuleJudgeConfig
 from sppo.settings import by_type_name
 
 JudgeConfig = Annotated[
-    RuleJudgeConfig | PairRMJudgeConfig,
+    RuleJudgeConfig | PairRMJudgeConfig | RewardModelJudgeConfig,
     Field(discriminator="type"),
     BeforeValidator(by_type_name("rule")),
 ]
@@ -28,6 +29,7 @@ __all__ = [
     "JudgeSettings",
     "Judgement",
     "PairRMJudgeConfig",
+    "RewardModelJudgeConfig",
     "RuleJudgeConfig",
     "sigmoid_matrix",
 ]
