@@ -193,7 +193,7 @@ class RecipeConfig(_Section):
     generate: GenerateConfig = GenerateConfig()
     judge: JudgeConfig = Field(
         RuleJudgeConfig(),
-        description="The judge of the rank stage, by `type` ('rule', 'pairrm', 'reward_model'), with its own "
+        description="The judge of the rank stage, by `type` ('rule', 'pairrm', 'reward_model', 'llm'), with its own "
         "settings (sppo/judges/).",
     )
     train: TrainConfig = TrainConfig()
