@@ -210,7 +210,8 @@ class RecipeConfig(_Section):
     dataset: DatasetConfig = DatasetConfig()
     judge: JudgeConfig = Field(
         RuleJudgeConfig(),
-        description="The judge of the rank stage, by `type` ('rule', 'pairrm'), with its own settings (sppo/judges/).",
+        description="The judge of the rank stage, by `type` ('rule', 'pairrm', 'reward_model', 'llm'), with its own "
+        "settings (sppo/judges/).",
     )
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

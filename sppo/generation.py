@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -40,6 +42,12 @@ class Generator(Protocol):
 
     def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
         """For each planned batch (in any order or subset), for each of its prompts, the completions."""
+        ...
+
+    def next_token_logprobs(self, prompt_token_ids: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+        """(N, len(candidates)) float64: log P(candidate | prompt) over the whole vocabulary, from the raw logits
+        (no temperature), for each prompt given as token ids (used whole, never truncated). What an LLM judge
+        reads its verdict from."""
         ...
 
 

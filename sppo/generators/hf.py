@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
@@ -61,6 +62,33 @@ class HFGenerator:
         with torch.inference_mode():
             bar = tqdm(batches, desc="generate", unit="batch", disable=not self.progress)
             return [self._generate_batch(batch, sampling) for batch in bar]
+
+    def next_token_logprobs(self, prompt_token_ids: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+        """One forward per `batch_size` prompts (longest first, left-padded), fp32 log-softmax at the last position."""
+        import torch
+
+        out = np.empty((len(prompt_token_ids), len(candidates)))
+        order = sorted(range(len(prompt_token_ids)), key=lambda i: (-len(prompt_token_ids[i]), i))
+        pad_id = self.tokenizer.pad_token_id
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                prompts = [list(prompt_token_ids[r]) for r in rows]
+                width = max(len(ids) for ids in prompts)
+                input_ids = [[pad_id] * (width - len(ids)) + ids for ids in prompts]
+                mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts])
+                # Positions count real tokens only, as generate() does: a left-padded prompt then sees the same
+                # positions as alone (models with absolute positions need it; RoPE's sums stay closer too).
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(
+                    input_ids=torch.tensor(input_ids, device=self.model.device),
+                    attention_mask=mask.to(self.model.device),
+                    position_ids=positions.to(self.model.device),
+                    logits_to_keep=1,
+                ).logits[:, -1]
+                logprobs = torch.log_softmax(logits.float(), dim=-1)[:, list(candidates)]
+                out[rows] = logprobs.double().cpu().numpy()
+        return out
 
     def _generate_batch(self, batch: Batch, sampling: Sampling) -> list[list[Completion]]:
         import torch

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field
 
 from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
@@ -176,3 +177,18 @@ class VLLMGenerator:
                 completions.append(row)
             results.append(completions)
         return results
+
+    def next_token_logprobs(self, prompt_token_ids: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
+        """Exact, not top-k: `logprob_token_ids` makes vLLM gather each candidate's log-probability from its raw
+        full-vocabulary log-softmax (fp32, before temperature or any logits processor; vLLM's default
+        logprobs_mode 'raw_logprobs'), whether or not the candidate is among the likeliest tokens. One greedy
+        step per prompt, whose sampled token is discarded."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompt_token_ids:
+            return np.empty((0, len(candidates)))
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False)
+        requests = [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return np.array([[out.outputs[0].logprobs[0][c].logprob for c in candidates] for out in outputs])
