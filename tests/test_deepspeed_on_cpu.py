@@ -143,5 +143,7 @@ def test_a_missing_deepspeed_config_fails_the_launched_job_as_a_mistake(tiny_mod
     dataset.mkdir()
     write_rows(_rows(4), PAIRS, dataset / TRAIN_FILE)
     recipe = RecipeConfig(train=_train_config(deepspeed=DeepSpeedConfig(config="configs/deepspeed/typo.json")))
-    with pytest.raises(ValueError, match=r"mistake in the recipe or data: ValueError: train.deepspeed.config: "):
+    with pytest.raises(
+        ValueError, match=r"mistake in the recipe or data: (Config|Value)Error: train.deepspeed.config: "
+    ):
         launch(recipe, dataset, tiny_model_dir, tmp_path / "out")

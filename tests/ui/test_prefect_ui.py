@@ -303,7 +303,11 @@ def test_retry_in_the_ui_resumes_a_crashed_run(runs, browser):
     screenshot(browser, "retry-dialog")
     click(browser, "Retry", index=1)  # the dialog's
     state = runs.stack.wait(run_id, timeout_s=300, states={"COMPLETED", "FAILED", "CRASHED"})
-    assert state["state_type"] == "COMPLETED", state["state"]
+    assert state["state_type"] == "COMPLETED", (
+        state["state"],
+        runs.stack.logs_of(run_id)[-40:],
+        (runs.stack.logs / "worker.log").read_text()[-3000:],
+    )
     assert generate.read_bytes() == before, "the retry redid a finished stage"
     logs = runs.stack.logs_of(run_id)
     assert any(line.startswith("generate: reused, finished at") for line in logs), logs
