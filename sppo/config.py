@@ -115,6 +115,12 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(2, ge=1, description="Pairs per forward pass.")
+    reference_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="Pairs per forward pass of the reference log-probs (no gradients, so larger batches fit); "
+        "None: 4 x batch_size.",
+    )
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_grad_norm: float = Field(1.0, gt=0.0)
     disable_dropout: bool = Field(

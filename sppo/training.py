@@ -95,13 +95,44 @@ def model_device(model) -> torch.device:
 def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum over response tokens of log pi(y_t | x, y_<t); prompt and padding tokens are masked out.
 
-    The log-softmax runs in fp32 even for a bf16 model: bf16 keeps ~3 significant digits, and a sum of
-    hundreds of rounded token log-probs would blur the sequence log-ratios the losses compare."""
+    The vocabulary projection runs only at the positions that predict a response token: the prompt's
+    positions (a third to a half of a sequence here) would compute logits over the whole vocabulary for
+    nothing, and the LM head is a fifth of a small model's FLOPs. The log-softmax runs in fp32 even for a
+    bf16 model: bf16 keeps ~3 significant digits, and a sum of hundreds of rounded token log-probs would
+    blur the sequence log-ratios the losses compare."""
     batch = {k: v.to(model_device(model)) for k, v in batch.items()}
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    targets = batch["input_ids"][:, 1:]
-    token_logps = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (token_logps * batch["response_mask"][:, 1:]).sum(dim=1)
+    predicts = batch["response_mask"][:, 1:]  # position t predicts token t+1, a response token
+    targets = batch["input_ids"][:, 1:][predicts]
+    parts = _decoder_and_head(model)
+    if parts is None:  # a model whose forward changes its logits after the head: let it compute all of them
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        logits = logits[predicts]
+    else:
+        decoder, head = parts
+        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        logits = head(hidden[:, :-1][predicts])
+    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
+    rows = predicts.nonzero()[:, 0]
+    return torch.zeros(len(predicts), dtype=token_logps.dtype, device=token_logps.device).index_add(
+        0, rows, token_logps
+    )
+
+
+# Config fields of causal LMs whose forward rescales or caps the logits after the LM head (Gemma 2/3, Cohere,
+# Granite): for these the decoder + head shortcut would change the numbers.
+_LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def _decoder_and_head(model):
+    """(decoder, LM head) of an HF causal LM (unwrapped from a DeepSpeed engine), or None when its forward
+    does more than head(decoder(x))."""
+    inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
+    config = getattr(inner, "config", None)
+    if config is None or any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_POSTPROCESSING):
+        return None
+    get_decoder, get_head = getattr(inner, "get_decoder", None), getattr(inner, "get_output_embeddings", None)
+    decoder, head = (get_decoder(), get_head()) if get_decoder and get_head else (None, None)
+    return (decoder, head) if decoder is not None and head is not None else None
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -144,20 +175,25 @@ def reference_logprobs(
 ) -> torch.Tensor:
     """(N, 2) log pi_ref of (chosen, rejected) for every pair, from the not-yet-updated policy.
 
-    With several ranks each computes every world-th batch and the rows are summed across ranks; a rank
-    short of a batch recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward."""
+    The pairs go longest first in batches of `batch_size`, so each batch pads to lengths close to its own
+    (the order of a forward pass without gradients changes nothing but padding). With several ranks each
+    computes every world-th batch and the rows are summed across ranks; a rank short of a batch
+    recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward."""
     rank, size = world()
     was_training = model.training
     model.eval()
     out = torch.zeros(len(pairs), 2)
-    starts = list(range(0, len(pairs), batch_size))
-    rounds = range(0, len(starts), size)
+    order = sorted(
+        range(len(pairs)), key=lambda i: -len(pairs[i].prompt) - max(len(pairs[i].chosen), len(pairs[i].rejected))
+    )
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    rounds = range(0, len(batches), size)
     for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
         mine = first + rank
-        start = starts[mine] if mine < len(starts) else 0
-        logps = sequence_logprobs(model, collate(pairs[start : start + batch_size], pad_id))
-        if mine < len(starts):
-            out[start : start + batch_size] = torch.stack(logps.chunk(2), dim=1).float().cpu()
+        idx = batches[mine] if mine < len(batches) else batches[0]
+        logps = sequence_logprobs(model, collate([pairs[i] for i in idx], pad_id))
+        if mine < len(batches):
+            out[idx] = torch.stack(logps.chunk(2), dim=1).float().cpu()
     model.train(was_training)
     return all_ranks_sum(out)
 
@@ -267,7 +303,8 @@ def train_policy(
         from sppo.deepspeed_engine import DeepSpeedEngine  # deepspeed is imported only on this path
 
         engine = DeepSpeedEngine(model, cfg, total_steps, deepspeed_config)
-    ref = reference_logprobs(engine.model, pairs, cfg.batch_size, pad_id, progress=progress)
+    ref_batch = cfg.reference_batch_size or 4 * cfg.batch_size
+    ref = reference_logprobs(engine.model, pairs, ref_batch, pad_id, progress=progress)
     engine.model.train()
     order_rng = random.Random(cfg.seed)
     history: list[dict[str, float]] = []

@@ -276,3 +276,13 @@ def test_images_install_the_project_pins():
     (cmd,) = re.findall(r"^CMD\s+\[(.*)\]", cpu, re.M)
     pools = _pools(re.sub(r'[",]', "", cmd))
     assert pools and pools <= {d["work_pool"]["name"] for d in DEPLOYMENTS}, f"Dockerfile.cpu serves {pools}"
+
+
+def test_the_images_copy_every_package_the_project_installs():
+    """A package left out of an image fails only when its code first runs there (the DeepSpeed job's entry
+    point, jobs/, is launched by the train stage as `python -m jobs.train_deepspeed`)."""
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    names = {p.rstrip("*") for p in packages}
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / "docker" / dockerfile).read_text(), re.M))
+        assert names <= copied, f"docker/{dockerfile} does not copy {sorted(names - copied)}"

@@ -176,3 +176,28 @@ def test_training_runs_without_dropout_like_the_reference():
     torch.testing.assert_close(quiet[0], quiet[1], rtol=0, atol=0)
     torch.testing.assert_close(quiet[0], model.eval()(**ids).logits, rtol=0, atol=0)
     assert model.config.attention_dropout == 0.0
+
+
+def test_logprobs_from_the_response_positions_only_match_the_full_forward(policy):
+    """sequence_logprobs projects onto the vocabulary only where a response token is predicted; summing the
+    full forward's token log-probs over the same positions gives the same numbers."""
+    model, tokenizer = policy
+    rows = [dict(ROWS[0], chosen="a b c " * 9), ROWS[1]]  # different lengths: padding inside the batch
+    pairs = tokenize_pairs(rows, tokenizer, max_length=256, max_prompt_length=128)
+    batch = collate(pairs, tokenizer.pad_token_id)
+    with torch.no_grad():
+        model.eval()
+        got = sequence_logprobs(model, batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        token_logps = logits.log_softmax(-1).gather(-1, batch["input_ids"][:, 1:, None])[..., 0]
+        expected = (token_logps * batch["response_mask"][:, 1:]).sum(dim=1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_reference_logprobs_do_not_depend_on_the_batching(policy):
+    model, tokenizer = policy
+    rows = [dict(ROWS[i % 2], chosen=ROWS[i % 2]["chosen"] + " x" * i, prompt_id=f"p{i}") for i in range(5)]
+    pairs = tokenize_pairs(rows, tokenizer, max_length=256, max_prompt_length=128)
+    one_by_one = reference_logprobs(model, pairs, batch_size=1, pad_id=tokenizer.pad_token_id)
+    sorted_batches = reference_logprobs(model, pairs, batch_size=3, pad_id=tokenizer.pad_token_id)
+    torch.testing.assert_close(sorted_batches, one_by_one, rtol=1e-5, atol=1e-4)
