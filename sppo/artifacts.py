@@ -16,6 +16,9 @@ import pyarrow.parquet as pq
 
 # Field metadata: every float column must be finite; a probability column must also lie in [0, 1].
 PROBABILITY = {b"range": b"probability"}
+# A column a file may lack or hold nulls in: data from elsewhere (the reference's parquet, a generator
+# without log-probabilities) has none of it, and readers fall back to what the required columns say.
+OPTIONAL = {b"presence": b"optional"}
 
 # Stage folders of an iteration, in the order an iteration writes them; iteration 0 holds only `model`.
 STAGES = ("generate", "rank", "dataset", "model", "evaluate")
@@ -37,8 +40,17 @@ GENERATIONS = pa.schema(
         ("responses", pa.list_(pa.string())),
         ("response_tokens", pa.list_(pa.int32())),
         ("finished", pa.list_(pa.bool_())),
+        # What training reads instead of re-tokenizing the text and recomputing pi_t's log-probabilities:
+        # the prompt's tokens as the policy saw them (after the cut)
+        pa.field("prompt_token_count", pa.int32(), metadata=OPTIONAL),
+        # the sampled tokens, end-of-turn excluded
+        pa.field("response_token_ids", pa.list_(pa.list_(pa.int32())), metadata=OPTIONAL),
+        # log pi_t(tokens + end-of-turn | prompt)
+        pa.field("response_logprobs", pa.list_(pa.float64()), metadata=OPTIONAL),
     ]
 )
+# The columns a response's training sequence and its reference log-probability come from, handed on by rank.
+SEQUENCE_COLUMNS = ("prompt_token_count", "response_token_ids", "response_logprobs")
 
 PREFERENCES = pa.schema(
     [
@@ -48,6 +60,7 @@ PREFERENCES = pa.schema(
         ("scores", pa.list_(pa.float64())),
         pa.field("matrix", pa.list_(pa.list_(pa.float64())), metadata=PROBABILITY),  # P(y_i > y_j | x)
         pa.field("win_rates", pa.list_(pa.float64()), metadata=PROBABILITY),  # P(y_i > pi_t | x)
+        *(GENERATIONS.field(name) for name in SEQUENCE_COLUMNS),
     ]
 )
 
@@ -61,6 +74,13 @@ PAIRS = pa.schema(
         pa.field("chosen_probs", pa.float64(), metadata=PROBABILITY),  # P(y_w > y_l | x)
         pa.field("chosen_probs_win", pa.float64(), metadata=PROBABILITY),  # P(y_w > pi_t | x)
         pa.field("chosen_probs_lose", pa.float64(), metadata=PROBABILITY),  # P(y_l > pi_t | x)
+        # Beyond the reference's columns: the pair's token ids and pi_t's log-probabilities of chosen and
+        # rejected (each + end-of-turn), from generation, so training need not recompute them.
+        pa.field("prompt_token_count", pa.int32(), metadata=OPTIONAL),
+        pa.field("chosen_token_ids", pa.list_(pa.int32()), metadata=OPTIONAL),
+        pa.field("rejected_token_ids", pa.list_(pa.int32()), metadata=OPTIONAL),
+        pa.field("chosen_ref_logprob", pa.float64(), metadata=OPTIONAL),
+        pa.field("rejected_ref_logprob", pa.float64(), metadata=OPTIONAL),
     ]
 )
 
@@ -90,24 +110,26 @@ class SchemaError(ValueError):
 
 
 def _check(table: pa.Table, schema: pa.Schema, where: str) -> None:
-    missing = [f.name for f in schema if f.name not in table.column_names]
+    missing = [f.name for f in schema if f.name not in table.column_names and f.metadata != OPTIONAL]
     if missing:
         raise SchemaError(f"{where}: missing columns {missing}; expected {schema.names}")
+    schema = pa.schema([f for f in schema if f.name in table.column_names])
     for f in schema:
         actual = table.schema.field(f.name).type
         if actual != f.type:
             raise SchemaError(f"{where}: column {f.name!r} has type {actual}, expected {f.type}")
     for f in schema:
         column = table.column(f.name)
-        if column.null_count:
+        if column.null_count and f.metadata != OPTIONAL:
             raise SchemaError(f"{where}: column {f.name!r} has {column.null_count} null values")
-        problem = _value_problem(column, probability=f.metadata == PROBABILITY)
+        problem = _value_problem(column, probability=f.metadata == PROBABILITY, optional=f.metadata == OPTIONAL)
         if problem:
             raise SchemaError(f"{where}: column {f.name!r} {problem}")
 
 
-def _value_problem(column: pa.ChunkedArray, probability: bool) -> str | None:
-    """'row R holds V, ...' for the first non-finite (or, for a probability, out-of-[0, 1]) float, else None."""
+def _value_problem(column: pa.ChunkedArray, probability: bool, optional: bool = False) -> str | None:
+    """'row R holds V, ...' for the first non-finite (or, for a probability, out-of-[0, 1]) float, else None.
+    A null counts as non-finite unless the column is optional."""
     values = column.combine_chunks()
     rows = np.arange(len(values))
     while pa.types.is_list(values.type):  # nested lists: follow each value back to its row
@@ -118,6 +140,8 @@ def _value_problem(column: pa.ChunkedArray, probability: bool) -> str | None:
     array = values.to_numpy(zero_copy_only=False)
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(array) | ((array < 0.0) | (array > 1.0) if probability else False)
+    if optional:
+        bad &= values.is_valid().to_numpy(zero_copy_only=False)
     if not bad.any():
         return None
     first = int(np.argmax(bad))
@@ -149,4 +173,6 @@ def read_rows(path: Path, schema: pa.Schema) -> list[dict]:
     except pa.ArrowException as err:
         raise SchemaError(f"{path} is not a readable parquet file ({err}); delete its stage folder and rerun") from None
     _check(table, schema, str(path))
-    return table.select(schema.names).to_pylist()
+    rows = table.select([name for name in schema.names if name in table.column_names]).to_pylist()
+    absent = [name for name in schema.names if name not in table.column_names]  # optional ones (_check)
+    return [row | dict.fromkeys(absent) for row in rows] if absent else rows

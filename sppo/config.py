@@ -115,6 +115,12 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(2, ge=1, description="Pairs per forward pass.")
+    reference_from_generation: bool = Field(
+        True,
+        description="Take pi_ref's log-probabilities of each pair from the engine that sampled it (exact to float "
+        "rounding between the engine's forward and training's: see README) instead of a forward pass over every "
+        "pair before the first update; pairs the engine did not see exactly (a cut prompt) are computed anyway.",
+    )
     reference_batch_size: int | None = Field(
         None,
         ge=1,

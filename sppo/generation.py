@@ -20,6 +20,8 @@ class Sampling:
     top_p: float
     max_new_tokens: int
     seed: int
+    # Also return each completion's token ids and its log-probability under the policy (see Completion).
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,27 @@ class Completion:
     text: str
     num_tokens: int
     finished: bool  # ended with the end-of-turn token rather than the length limit
+    # With Sampling.logprobs: the sampled tokens (end-of-turn excluded), and log pi(tokens + end-of-turn |
+    # prompt) under the generating policy at temperature 1 (raw logits): what training takes as pi_ref's
+    # log-probability of the response, which it trains as tokens + end-of-turn also when the length limit
+    # cut it. For a cut response the engine runs one step past the limit to read the end-of-turn's
+    # probability there; that step's sample is discarded.
+    token_ids: tuple[int, ...] = ()
+    logprob: float | None = None
+
+
+def sequence_logprob(tokens: Sequence[int], token_logprobs: Sequence[float], eos_logprobs: Sequence[float],
+                     eos_id: int, max_new_tokens: int) -> tuple[list[int], float, bool]:  # fmt: skip
+    """(response tokens, log pi(response + end-of-turn), finished) from a run of max_new_tokens + 1 steps.
+
+    tokens[i] was sampled at step i with log-probability token_logprobs[i]; eos_logprobs[i] is the
+    end-of-turn's log-probability at step i. A response that ended by itself within max_new_tokens counts
+    its sampled end-of-turn; one cut at the limit counts the end-of-turn's probability one step past it."""
+    if eos_id in tokens[:max_new_tokens]:
+        n = tokens.index(eos_id)
+        return list(tokens[:n]), float(sum(token_logprobs[: n + 1])), True
+    n = max_new_tokens
+    return list(tokens[:n]), float(sum(token_logprobs[:n]) + eos_logprobs[n]), False
 
 
 class Generator(Protocol):

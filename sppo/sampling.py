@@ -49,3 +49,27 @@ class NucleusFilter:
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         return top_p_filter(scores, self.top_p)
+
+
+class StepLogprobs:
+    """A transformers logits processor, placed before any warper: at every decoding step it keeps the raw
+    (temperature 1) log-probability of the token sampled at the previous step and of the end-of-turn token,
+    which is what vLLM returns as raw logprobs. `finish(last_tokens)` adds the last step's sampled token."""
+
+    def __init__(self, eos_id: int):
+        self.eos_id = eos_id
+        self.previous: torch.Tensor | None = None
+        self.token_logprobs: list[torch.Tensor] = []
+        self.eos_logprobs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.token_logprobs.append(self.previous.gather(1, input_ids[:, -1:])[:, 0])
+        self.previous = scores.float().log_softmax(dim=-1)
+        self.eos_logprobs.append(self.previous[:, self.eos_id].clone())
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, steps) log-probabilities of the sampled tokens and of the end-of-turn at each step."""
+        self.token_logprobs.append(self.previous.gather(1, last_tokens[:, None])[:, 0])
+        return torch.stack(self.token_logprobs, dim=1), torch.stack(self.eos_logprobs, dim=1)

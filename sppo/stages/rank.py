@@ -13,6 +13,7 @@ from sppo.artifacts import (
     GENERATIONS_FILE,
     PREFERENCES,
     PREFERENCES_FILE,
+    SEQUENCE_COLUMNS,
     read_rows,
     signature,
     write_rows,
@@ -53,6 +54,7 @@ class RankWorker:
                     "scores": [float(s) for s in verdict.scores],
                     "matrix": verdict.matrix.tolist(),
                     "win_rates": win_rates(verdict.matrix).tolist(),
+                    **{name: row.get(name) for name in SEQUENCE_COLUMNS},
                 }
             )
         return ranked
