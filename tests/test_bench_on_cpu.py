@@ -8,6 +8,7 @@ import json
 import pytest
 
 from bench.context import FULL, QUICK, Context, with_overrides
+from bench.pipeline import timeline
 from bench.report import Row, flat_keys, format_table, row_record, verdict
 from bench.roofline import ModelShape
 
@@ -102,3 +103,22 @@ def test_quick_and_full_sizes_and_overrides(tmp_path):
         with_overrides(QUICK, ["no_such_size=1"])
     ctx = Context(sizes=sizes, model=tmp_path / "model", threads=2, work=tmp_path, gemm_gflops=100.0, quick=True)
     assert Context.from_json(ctx.to_json()) == ctx
+
+
+def test_timeline_of_an_iteration_from_its_output_lines():
+    lines = [
+        (6.4, "17:18:53.006 | INFO    | prefect - Starting temporary server on http://127.0.0.1:50183"),
+        (14.4, "17:19:00.938 | INFO    | Flow run 'default-iter-001' - Beginning flow run 'default-iter-001' for ..."),
+        (16.0, "17:19:02.5 | INFO    | Task run 'prepare-base-6e3' - model: reused, finished at 2026-11-28T15:20:41Z"),
+        (
+            148.4,
+            "17:21:14.994 | INFO    | Task run 'generate-06d' - generate: 8 rows in 115.7 s -> /s/default/iter-001",
+        ),
+        (165.8, "17:21:32.381 | INFO    | Task run 'train-7f6' - model: 8 rows in 17.0 s -> /s/default/iter-001/model"),
+        (180.3, "iteration 1 of run 'default' done; metrics: ..."),
+    ]
+    got = timeline(lines)
+    assert got["first_output_s"] == 6.4 and got["flow_begins_s"] == 14.4 and got["last_stage_done_s"] == 165.8
+    # The reused prepare-base computed nothing: the first computing stage is generate, which began 115.7 s before
+    # its line arrived.
+    assert got["first_stage_begins_s"] == pytest.approx(148.4 - 115.7)
