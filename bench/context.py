@@ -15,7 +15,7 @@ SMOKE_RECIPE = "configs/smoke.yaml"
 # The default recipe cut down so a whole iteration takes about a minute: what --quick runs in its place.
 QUICK_DEFAULT = (
     "data.prompts_per_iteration=8",
-    "data.eval_prompts=16",
+    "data.eval_prompts=8",
     "generate.max_new_tokens=32",
     "evaluate.max_new_tokens=32",
 )
@@ -65,7 +65,7 @@ QUICK = Sizes(
     train_pairs=4,
     default_overrides=QUICK_DEFAULT,
     scaling_recipe=SMOKE_RECIPE,
-    scaling_prompts=(8, 16, 32),
+    scaling_prompts=(4, 8, 16),
     scaling_overrides=(),
     ray_recipe=SMOKE_RECIPE,
     ray_overrides=(),
