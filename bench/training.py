@@ -1,0 +1,158 @@
+"""Training pairs/s and tokens/s: our train loop (sppo.training, reference pass included) against TRL's
+`DPOTrainer(loss_type="sppo_hard")` with its default reference handling (a frozen copy run at every step), on
+the same model, pairs, batch size, max length, optimizer and schedule, fp32; and our achieved FLOP/s against
+the GEMM roofline. Model loading and tokenizing are outside both timings; the reference pass is inside both."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+from bench.context import Context
+from bench.report import Row
+from bench.roofline import ModelShape
+from bench.texts import bench_prompts, responses
+
+FIGURES = ("trl_pairs_per_s", "pairs_per_s", "trl_tokens_per_s", "tokens_per_s", "achieved_gflops")
+# The default recipe's training settings, with TRL's hard-label loss so both sides optimise the same objective.
+BATCH, MAX_LENGTH, MAX_PROMPT_LENGTH, LEARNING_RATE, WARMUP, BETA = 2, 512, 256, 1e-5, 0.1, 0.01
+
+
+def bench_pairs(count: int, words: tuple[int, int]) -> list[dict]:
+    """train.parquet-like rows: prompts from the prompt file, chosen/rejected texts of `words` words."""
+    texts = responses(2 * count, words, seed=2)
+    return [
+        {
+            "prompt_id": r.id,
+            "prompt": r.prompt,
+            "chosen": texts[2 * i],
+            "rejected": texts[2 * i + 1],
+            "chosen_probs": 1.0,
+            "chosen_probs_win": 1.0,
+            "chosen_probs_lose": 0.0,
+        }
+        for i, r in enumerate(bench_prompts(count))
+    ]
+
+
+def train_ours(ctx: Context, rows: list[dict]) -> tuple[float, list[int]]:
+    """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), and the sequences' lengths."""
+    from sppo.config import TrainConfig
+    from sppo.models import load_policy
+    from sppo.training import tokenize_pairs, train_policy
+
+    cfg = TrainConfig(
+        loss={"type": "sppo_hard", "beta": BETA},
+        learning_rate=LEARNING_RATE,
+        optimizer="rmsprop",
+        warmup_ratio=WARMUP,
+        epochs=1,
+        batch_size=BATCH,
+        grad_accum=1,
+        max_length=MAX_LENGTH,
+        max_prompt_length=MAX_PROMPT_LENGTH,
+    )
+    model, tokenizer = load_policy(ctx.model, training=True)
+    pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
+    start = time.perf_counter()
+    train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
+    seconds = time.perf_counter() - start
+    return seconds, [len(p.prompt) + len(r) for p in pairs for r in (p.chosen, p.rejected)]
+
+
+def train_trl(ctx: Context, rows: list[dict]) -> tuple[float, float, list[int]]:
+    """Seconds of DPOTrainer.train() and of building the trainer (dataset preparation, reference copy), and the
+    sequences' lengths as TRL tokenized them."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from sppo.generation import chat_prompt_text
+
+    tokenizer = AutoTokenizer.from_pretrained(ctx.model)
+    model = AutoModelForCausalLM.from_pretrained(ctx.model, dtype=torch.float32)
+    # The prompt as text in the chat template, as tests/test_losses.py gives it: TRL then tokenizes exactly as we do.
+    dataset = Dataset.from_list(
+        [
+            {"prompt": chat_prompt_text(tokenizer, r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"]}
+            for r in rows
+        ]
+    )
+    args = DPOConfig(
+        output_dir=str(ctx.work / "trl"),
+        loss_type="sppo_hard",
+        beta=BETA,
+        learning_rate=LEARNING_RATE,
+        optim="rmsprop",
+        lr_scheduler_type="linear",
+        warmup_steps=WARMUP,  # a float below 1 is a share of the steps
+        max_grad_norm=1.0,
+        num_train_epochs=1,
+        per_device_train_batch_size=BATCH,
+        gradient_accumulation_steps=1,
+        max_length=MAX_LENGTH,
+        bf16=False,  # TRL defaults to bf16 autocast (also on CPU) and gradient checkpointing
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        push_to_hub=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    start = time.perf_counter()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    prepared = trainer.train_dataset
+    lengths = [
+        len(p) + len(c)
+        for p, chosen, rejected in zip(
+            prepared["prompt_ids"], prepared["chosen_ids"], prepared["rejected_ids"], strict=True
+        )
+        for c in (chosen, rejected)
+    ]
+    return seconds, setup_s, lengths
+
+
+def measure(ctx: Context) -> dict:
+    from sppo.models import configure_torch
+
+    configure_torch(ctx.threads)
+    rows = bench_pairs(ctx.sizes.train_pairs, ctx.sizes.train_response_words)
+    ours_s, lengths = train_ours(ctx, rows)
+    gc.collect()
+    trl_s, trl_setup_s, trl_lengths = train_trl(ctx, rows)
+
+    tokens = sum(lengths)  # prompt + response tokens of every chosen and rejected sequence, padding excluded
+    flops = ModelShape.of_folder(ctx.model).training_flops(lengths)
+    n = len(rows)
+    note = f"{n} pairs, batch {BATCH}, {tokens / len(lengths):.0f} tokens per sequence on average, RMSprop, fp32"
+    result = [
+        Row("trl_pairs_per_s", n / trl_s, "pairs/s", note="DPOTrainer.train(), frozen reference copy"),
+        Row("pairs_per_s", n / ours_s, "pairs/s", "TRL", n / trl_s, target=">= 1.5x", note=note),
+        Row("trl_tokens_per_s", tokens / trl_s, "tok/s"),
+        Row("tokens_per_s", tokens / ours_s, "tok/s", "TRL", tokens / trl_s),
+        Row(
+            "achieved_gflops",
+            flops / ours_s / 1e9,
+            "GFLOP/s",
+            "GEMM",
+            ctx.gemm_gflops,
+            ratio_unit="%",
+            note="4 forwards per sequence: forward + backward (3x) and the reference pass (1x)",
+        ),
+    ]
+    details = {
+        "pairs": n,
+        "ours_s": ours_s,
+        "trl_s": trl_s,
+        "trl_setup_s": trl_setup_s,
+        "tokens": tokens,
+        "same_tokens_as_trl": sorted(lengths) == sorted(trl_lengths),
+        "training_gflop": flops / 1e9,
+    }
+    return {"rows": result, "details": details}
