@@ -33,7 +33,7 @@ class Sizes:
     gen_loop_prompts: int = 8  # the per-prompt model.generate loop (slow): tokens/s are compared, not totals
     gen_k: int = 5
     gen_new_tokens: int = 128
-    gen_batch: int = 40  # sequences per engine call, as the default recipe's generate.batch_size
+    gen_batch: int = 160  # sequences per engine call: all of them, as the default recipe (batch_size 640) does
     vllm_kv_cache_gib: int = 2
 
     rank_shape: str = "pairrm"  # "pairrm": PairRM's own dimensions and length limits; "tiny": the test ranker
