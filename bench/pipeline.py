@@ -123,6 +123,9 @@ def _iteration_in_fresh_store(ctx: Context, name: str, config: str, overrides: l
     result["base_model_reused"] = copied and base == json.loads((ctx.model / "manifest.json").read_text())
     if not result["base_model_reused"]:
         result["stages"]["prepare_base"] = base["seconds"]
+    # What the iteration achieved, kept for the quality check beside its speed (the store is deleted next).
+    metrics = json.loads((store / name / "iter-001" / "evaluate" / "metrics.json").read_text())
+    result["vs_base"] = {k: v for k, v in metrics["vs_base"].items() if k in ("win_rate", "ci95_low", "ci95_high", "n")}
     shutil.rmtree(store, ignore_errors=True)  # models are 0.5 GB each
     return result
 
