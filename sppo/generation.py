@@ -73,6 +73,11 @@ class Generator(Protocol):
         reads its verdict from."""
         ...
 
+    def close(self) -> None:
+        """Free the engine's memory now (model, KV cache), not whenever the garbage collector gets to it:
+        a stage builds engines one after another in one process, and each may need most of the memory."""
+        ...
+
 
 @dataclass(frozen=True)
 class Batch:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+# A worker may also have close(): runners call it when the work is done, so its engine's memory is free
+# for the next stage in the same process (a Ray actor's goes with the actor).
 Worker = Callable[[list[Any]], list[Any]]
 Progress = Callable[[int, int], None]  # (units or steps done, total)
 
@@ -47,14 +49,24 @@ def run_in_process(
     make_worker: Callable[[], Worker], units: Sequence[Any], progress: Progress | None = None
 ) -> list[Any]:
     worker = make_worker()
-    if progress is None:
-        results = worker(list(units))
-    else:  # one unit per call: a unit's result never depends on what else the call held
-        progress(0, len(units))
-        results = []
-        for done, unit in enumerate(units, 1):
-            results.extend(worker([unit]))
-            progress(done, len(units))
+    try:
+        if progress is None:
+            results = worker(list(units))
+        else:  # one unit per call: a unit's result never depends on what else the call held
+            progress(0, len(units))
+            results = []
+            for done, unit in enumerate(units, 1):
+                results.extend(worker([unit]))
+                progress(done, len(units))
+    finally:
+        close(worker)
     if len(results) != len(units):
         raise RuntimeError(f"worker returned {len(results)} results for {len(units)} work units")
     return results
+
+
+def close(thing: Any) -> None:
+    """thing.close() where it has one (an engine, a worker holding one, a judge)."""
+    closer = getattr(thing, "close", None)
+    if callable(closer):
+        closer()

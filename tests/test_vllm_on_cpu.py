@@ -119,6 +119,33 @@ def test_the_llm_judge_on_vllm_matches_it_on_hf(engine, vllm_model_dir):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=LOGPROB_TOLERANCE, rtol=0)
 
 
+def test_the_generate_stage_frees_its_engine_for_the_next_one(tmp_path, vllm_model_dir, monkeypatch):
+    """A stage's engine is gone when the stage ends, and the next engine in the process runs: an iteration
+    builds engines one after another in one process (generate, then evaluate's per model). vLLM freezes
+    everything alive while its engine starts (gc.freeze), the stage's worker included, so without close()
+    the engine outlived its stage, and evaluate's engine found no memory beside generate's 8 GiB KV cache."""
+    import gc
+    import weakref
+
+    from sppo.generators.vllm import VLLMGenerator
+
+    weights = []
+    build = VLLMGenerator.__init__
+
+    def recording(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        weights.append(weakref.ref(self.llm.apply_model(lambda model: next(model.parameters()))[0]))
+
+    monkeypatch.setattr(VLLMGenerator, "__init__", recording)
+    overrides = ["generate.engine.type=vllm", "generate.engine.dtype=float32", "generate.engine.cpu_kv_cache_gib=1"]
+    recipe = stage_recipe(tmp_path, vllm_model_dir, extra=overrides)
+    first, _ = generate_and_rank(recipe, "first")
+    gc.collect()
+    assert len(weights) == 1 and weights[0]() is None, "the generate stage's engine outlived the stage"
+    again, _ = generate_and_rank(recipe, "again")
+    assert [row["responses"] for row in again] == [row["responses"] for row in first]
+
+
 # Keep this test last: after it, the module's `engine` fails with "pipeline model parallel group is not
 # initialized" (its own in-process engine, once freed, tears down vLLM's process-wide parallel state).
 def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_model_dir, monkeypatch):

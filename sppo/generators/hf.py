@@ -55,6 +55,9 @@ class HFGenerator:
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
         return generate_all(self, prompts, sampling)
 
+    def close(self) -> None:
+        self.model = None  # the weights go with their last reference
+
     def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
         """For each batch, for each of its prompts, sampling.num_samples completions."""
         import torch

@@ -128,6 +128,9 @@ class LLMJudge:
             raise ValueError(f"judge.verdicts: {verdicts[0]!r} and {verdicts[1]!r} are the same token")
         self.verdict_ids = [ids[0][0], ids[1][0]]
 
+    def close(self) -> None:
+        self.engine.close()
+
     def judge_prompt_ids(self, prompt: PromptRecord, first: str, second: str) -> list[int]:
         """The judge's input for 'is `first` (shown as A) better than `second` (B)?', ready for its answer."""
         text = self.template.format(instruction=prompt.prompt, response_a=first, response_b=second)

@@ -17,6 +17,7 @@ from sppo.evaluation import head_to_head, response_stats
 from sppo.generation import chat_prompt_text
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits
+from sppo.runner import close
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
 
@@ -39,7 +40,10 @@ def answers(
         )
     e = recipe.evaluate
     generator = recipe.generate.build_engine(model, e.max_new_tokens, recipe.model.trust_remote_code, recipe.threads)
-    completions = generator.generate([p.prompt for p in prompts], e.sampling())
+    try:
+        completions = generator.generate([p.prompt for p in prompts], e.sampling())
+    finally:
+        generator.close()  # the next model's engine needs the memory
     rows = [
         {"prompt_id": p.id, "response": c[0].text, "num_tokens": c[0].num_tokens}
         for p, c in zip(prompts, completions, strict=True)
@@ -65,13 +69,16 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
         prompts = [
             replace(p, chat_prompt=chat_prompt_text(tokenizer, p.prompt)) for p in load_splits(recipe.data).evaluation
         ]
-        judge = recipe.evaluation_judge.build()
         by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}
-        versus = {
-            key: head_to_head(judge, prompts, texts["policy"], texts[role])
-            for key, role in (("vs_reference", "reference"), ("vs_base", "base"))
-        }
+        judge = recipe.evaluation_judge.build()  # after the answers' engines are gone: an llm judge runs one too
+        try:
+            versus = {
+                key: head_to_head(judge, prompts, texts["policy"], texts[role])
+                for key, role in (("vs_reference", "reference"), ("vs_base", "base"))
+            }
+        finally:
+            close(judge)
         # Per-prompt verdicts go with the samples only: a person reads them beside the answers.
         verdicts = {key: h2h.pop("verdicts") for key, h2h in versus.items()}
         metrics = {

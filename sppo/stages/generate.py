@@ -54,6 +54,9 @@ class GenerationWorker:
     def __call__(self, batches: list[Batch]) -> list[list[list[Completion]]]:
         return self.generator.generate_batches(batches, self.sampling)
 
+    def close(self) -> None:
+        self.generator.close()
+
 
 def generate(
     recipe: RecipeConfig,

@@ -22,7 +22,7 @@ from sppo.config import RecipeConfig
 from sppo.judges import JudgeSettings
 from sppo.preferences import check_preference_matrix, check_scores, win_rates
 from sppo.prompts import PromptRecord
-from sppo.runner import Runner, run_in_process
+from sppo.runner import Runner, close, run_in_process
 from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
 
@@ -32,6 +32,9 @@ class RankWorker:
 
     def __init__(self, cfg: JudgeSettings):
         self.judge = cfg.build()
+
+    def close(self) -> None:
+        close(self.judge)  # a judge that runs a generation engine (llm) frees it
 
     def __call__(self, chunks: list[list[dict]]) -> list[list[dict]]:
         return [self.rank_chunk(chunk) for chunk in tqdm(chunks, desc="rank", unit="batch")]
