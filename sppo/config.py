@@ -127,6 +127,12 @@ class TrainConfig(_Section):
         description="Pairs per forward pass of the reference log-probs (no gradients, so larger batches fit); "
         "None: 4 x batch_size.",
     )
+    group_by_length: bool = Field(
+        True,
+        description="Each optimizer step takes pairs of similar length: the shuffled pairs are sorted by length "
+        "within windows of 64 steps, cut into steps, and the steps shuffled, so batches pad little and the order "
+        "of steps stays random. False: consecutive pairs of one shuffle.",
+    )
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_grad_norm: float = Field(1.0, gt=0.0)
     disable_dropout: bool = Field(

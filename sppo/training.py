@@ -223,7 +223,7 @@ def reference_logprobs(
     model.eval()
     out = torch.zeros(len(pairs), 2)
     todo = [i for i, pair in enumerate(pairs) if pair.reference is None]
-    order = sorted(todo, key=lambda i: -len(pairs[i].prompt) - max(len(pairs[i].chosen), len(pairs[i].rejected)))
+    order = sorted(todo, key=lambda i: -pair_length(pairs[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     rounds = range(0, len(batches), size)
     for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
@@ -238,6 +238,38 @@ def reference_logprobs(
         if pair.reference is not None:
             out[i] = torch.tensor(pair.reference)
     return out
+
+
+# Steps per window of length grouping: wide enough that neighbours in length are close, narrow enough that
+# each window is a random sample of the epoch.
+LENGTH_WINDOW_STEPS = 64
+
+
+def epoch_steps(
+    pairs: Sequence[TokenizedPair], pairs_per_step: int, rng: random.Random, group_by_length: bool
+) -> list[list[int]]:
+    """One epoch's optimizer steps, as lists of pair indices: every pair once.
+
+    A batch pads its sequences to its longest, and the lengths of generated responses spread widely (a few
+    tokens to the cap), so random batches spend much of their compute on padding. Grouping sorts a window of
+    the shuffled pairs by length and cuts it into steps; the steps are then shuffled, so training does not
+    see short pairs first or last (the order HF's length-grouped sampler leaves)."""
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    if not group_by_length:
+        return [order[start : start + pairs_per_step] for start in range(0, len(order), pairs_per_step)]
+    window = LENGTH_WINDOW_STEPS * pairs_per_step
+    steps = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: pair_length(pairs[i]))
+        steps += [chunk[s : s + pairs_per_step] for s in range(0, len(chunk), pairs_per_step)]
+    rng.shuffle(steps)
+    return steps
+
+
+def pair_length(pair: TokenizedPair) -> int:
+    """Tokens of the pair's longer sequence: what its batch pads to."""
+    return len(pair.prompt) + max(len(pair.chosen), len(pair.rejected))
 
 
 def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, pad_id: int):
@@ -358,11 +390,9 @@ def train_policy(
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress)
     if on_step is not None:
         on_step(0, total_steps)
+    tokens = padded = 0
     for epoch in range(cfg.epochs):
-        order = list(range(len(pairs)))
-        order_rng.shuffle(order)
-        for step_start in range(0, len(order), pairs_per_step):
-            step_indices = order[step_start : step_start + pairs_per_step]
+        for step_indices in epoch_steps(pairs, pairs_per_step, order_rng, cfg.group_by_length):
             mine = step_indices[rank::size]
             # Every rank runs the same number of micro-batches (ZeRO-3 gathers parameters collectively).
             micro_batches = math.ceil(math.ceil(len(step_indices) / size) / cfg.batch_size)
@@ -374,6 +404,8 @@ def train_policy(
                 if not idx:  # this rank's share ran out in a short last batch: a zero-weight stand-in
                     idx = step_indices[:1]
                 batch = [pairs[i] for i in idx]
+                sequences = [len(p.prompt) + len(r) for p in batch for r in (p.chosen, p.rejected)]
+                tokens, padded = tokens + sum(sequences), padded + len(sequences) * max(sequences)
                 losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, pad_id)
                 finite = torch.isfinite(losses.detach())
                 bad += [
@@ -401,5 +433,7 @@ def train_policy(
             if on_step is not None:
                 on_step(len(history), total_steps)
     bar.close()
+    if rank == 0 and padded:
+        log.info("training batches: %.0f%% of their tokens were padding", 100 * (1 - tokens / padded))
     model.eval()
     return history

@@ -237,3 +237,46 @@ def test_generation_logprobs_are_the_reference_pass(tiny_model_dir):
     stored = reference_logprobs(model, pairs, 4, engine.tokenizer.pad_token_id)
     computed = reference_logprobs(model, [replace(p, reference=None) for p in pairs], 4, engine.tokenizer.pad_token_id)
     torch.testing.assert_close(stored, computed, rtol=0, atol=1e-3)
+
+
+def _pairs_of_lengths(lengths: list[int]) -> list:
+    from sppo.training import TokenizedPair
+
+    return [TokenizedPair(f"p{i}", [1] * 10, [2] * n, [3] * (n // 2 + 1), {}) for i, n in enumerate(lengths)]
+
+
+def test_length_grouped_steps_take_every_pair_once_and_pad_less():
+    import random
+
+    from sppo.training import epoch_steps, pair_length
+
+    rng = random.Random(5)
+    pairs = _pairs_of_lengths([rng.randint(3, 128) for _ in range(301)])
+
+    def padding(steps):  # pad tokens of the 2 x pairs sequences each step's batch holds
+        return sum(
+            2 * len(step) * max(map(pair_length, group)) - sum(2 * pair_length(p) for p in group)
+            for step in steps
+            for group in [[pairs[i] for i in step]]
+        )
+
+    grouped = epoch_steps(pairs, 2, random.Random(0), group_by_length=True)
+    plain = epoch_steps(pairs, 2, random.Random(0), group_by_length=False)
+    assert sorted(i for step in grouped for i in step) == list(range(len(pairs)))
+    assert sum(len(step) == 1 for step in grouped) == 1  # 301 pairs: one short step, as without grouping
+    assert padding(grouped) < 0.2 * padding(plain)
+    # Steps come in random order, not short first or long first.
+    step_lengths = [max(pair_length(pairs[i]) for i in step) for step in grouped]
+    assert step_lengths not in (sorted(step_lengths), sorted(step_lengths, reverse=True))
+    assert grouped == epoch_steps(pairs, 2, random.Random(0), group_by_length=True)  # the seed decides
+
+
+def test_without_grouping_the_steps_are_one_shuffle_cut_in_order():
+    import random
+
+    from sppo.training import epoch_steps
+
+    order = list(range(9))
+    random.Random(3).shuffle(order)
+    steps = epoch_steps(_pairs_of_lengths([5] * 9), 4, random.Random(3), group_by_length=False)
+    assert steps == [order[0:4], order[4:8], order[8:9]]
