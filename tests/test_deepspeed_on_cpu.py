@@ -100,11 +100,15 @@ def test_two_process_zero3_matches_one_process(tiny_model_dir, tmp_path):
     assert [h["logr_chosen"] for h in got] == pytest.approx([h["logr_chosen"] for h in expected], rel=1e-3, abs=1e-5)
     assert expected[-1]["loss"] < expected[0]["loss"]
 
-    # The gathered ZeRO-3 model is a plain HF folder with the single-process run's weights.
+    # The gathered ZeRO-3 model is a plain HF folder with the single-process run's weights. Adam divides each
+    # gradient by its own running scale, so where a gradient is near zero the float-order noise above can move
+    # an isolated weight by a small fraction of lr (seen: 1 of 3M embedding weights by 2e-5 at lr 1e-3); a
+    # mistake moves most weights by about lr.
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     trained = dict(model.named_parameters())
     for name, param in reloaded.named_parameters():
-        assert torch.allclose(param, trained[name], atol=1e-5), name
+        diff = (param - trained[name]).abs()
+        assert diff.max() < 1e-4 and (diff > 1e-5).float().mean() < 1e-3, (name, diff.max(), (diff > 1e-5).sum())
 
 
 def test_training_job_output_reaches_the_log_line_by_line(caplog):
