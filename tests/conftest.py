@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def copy_without_chat_template(model_dir: Path, dest: Path) -> Path:
+    """A copy of a model folder whose tokenizer has no chat template (neither the .jinja file nor the config key)."""
+    shutil.copytree(model_dir, dest)
+    (dest / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((dest / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (dest / "tokenizer_config.json").write_text(json.dumps(config))
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """Bad input gets an error that names the file, line or field and what to do."""
 
 import json
-import shutil
 
 import pytest
 
@@ -9,7 +8,7 @@ from sppo.config import ConfigError, load_recipe
 from sppo.models import ModelSourceError, load_policy
 from sppo.prompts import PromptFileError, load_prompts, split_prompts
 
-from .conftest import REPO
+from .conftest import REPO, copy_without_chat_template
 
 
 def test_missing_prompt_file(tmp_path):
@@ -68,12 +67,7 @@ def test_missing_recipe_file():
 
 
 def test_model_folder_without_chat_template(tiny_model_dir, tmp_path):
-    bare = tmp_path / "bare"
-    shutil.copytree(tiny_model_dir, bare)
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((bare / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    bare = copy_without_chat_template(tiny_model_dir, tmp_path / "bare")
     with pytest.raises(ModelSourceError, match="has no chat template"):
         load_policy(bare)
 

@@ -3,8 +3,6 @@ rewards against the model called by hand, batching, a multi-output head, and a r
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,7 @@ from sppo.prompts import PromptRecord
 from sppo.runner import EngineShape
 from sppo.testing import build_tiny_reward_model
 
-from .conftest import REPO
+from .conftest import REPO, copy_without_chat_template
 from .ray_cluster import generate_and_rank, stage_recipe
 
 PROMPTS = [
@@ -80,14 +78,7 @@ def test_a_multi_output_head_is_read_at_output_index(tmp_path):
 
 
 def test_a_reward_model_without_chat_template_is_refused(reward_model_dir, tmp_path):
-    import shutil
-
-    bare = tmp_path / "bare"
-    shutil.copytree(reward_model_dir, bare)
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
-    config = json.loads((bare / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    bare = copy_without_chat_template(reward_model_dir, tmp_path / "bare")
     with pytest.raises(ValueError, match="has no chat template"):
         RewardModelJudgeConfig(model=str(bare)).build()
 
