@@ -20,6 +20,10 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent.parent
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+# What Prefect's own client retries (prefect.client.base): the server answers 503 to an error a client may
+# retry, such as SQLite's "database is locked" while the worker and the server's services write at once.
+RETRY_STATUS = {429, 502, 503}
+RETRIES = 5
 
 
 def free_port() -> int:
@@ -43,6 +47,8 @@ class Stack:
             "PREFECT_UI_API_URL": self.api,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_EXTRA_LOGGERS": "sppo",
+            # A retried 503's cause lands in server.log.
+            "PREFECT_API_LOG_RETRYABLE_ERRORS": "true",
             "SPPO_WORKDIR": str(REPO),
             # This checkout's code, also where the virtual environment was installed from another one.
             "PYTHONPATH": str(REPO),
@@ -65,14 +71,21 @@ class Stack:
             [PREFECT, *args], cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def get(self, path: str) -> Any:
-        response = self.http.get(path)
+    def request(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
+        """One REST call, retried with backoff on the statuses Prefect's client retries; other errors raise."""
+        for attempt in range(RETRIES + 1):
+            response = self.http.request(method, path, json=body)
+            if response.status_code not in RETRY_STATUS or attempt == RETRIES:
+                break
+            time.sleep(2**attempt)
         response.raise_for_status()
-        return response.json()
+        return response
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path).json()
 
     def post(self, path: str, body: dict) -> Any:
-        response = self.http.post(path, json=body)
-        response.raise_for_status()
+        response = self.request("POST", path, body)
         return response.json() if response.content else None
 
     def run_deployment(self, name: str, parameters: dict[str, Any]) -> str:
