@@ -133,6 +133,13 @@ class TrainConfig(_Section):
         "within windows of 64 steps, cut into steps, and the steps shuffled, so batches pad little and the order "
         "of steps stays random. False: consecutive pairs of one shuffle.",
     )
+    shared_prompt: bool = Field(
+        True,
+        description="Each pair is one row (prompt, chosen, rejected) whose attention mask hides the chosen "
+        "response from the rejected one, so the prompt is computed once, not twice; the log-probs are those of "
+        "separate rows to float rounding (sppo/pair_batches.py). Models whose attention takes no custom mask "
+        "(flash attention) use separate rows. False: separate rows, as TRL's DPO collator makes them.",
+    )
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     max_grad_norm: float = Field(1.0, gt=0.0)
     disable_dropout: bool = Field(

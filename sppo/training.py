@@ -11,7 +11,7 @@ import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Protocol
 
 import torch
@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from sppo.config import TrainConfig
 from sppo.generation import chat_prompt_ids
 from sppo.optim import linear_schedule, make_optimizer
+from sppo.pair_batches import TokenizedPair, attention_mask_for, batcher_for
 from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
@@ -28,19 +29,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(ValueError):
     """The loss or the gradients stopped being finite: training stops and nothing is committed."""
-
-
-@dataclass(frozen=True)
-class TokenizedPair:
-    prompt_id: str
-    prompt: list[int]
-    chosen: list[int]
-    rejected: list[int]
-    values: dict[str, float]  # the pair's per-pair numbers from train.parquet (chosen_probs, ...), for the loss
-    truncated: bool = False  # the prompt or the responses lost tokens to max_length
-    # log pi_ref of (chosen, rejected) as the generating engine computed it, when these exact sequences are
-    # what it sampled (sppo.generation.Completion); None: the reference pass computes them.
-    reference: tuple[float, float] | None = None
 
 
 # train.parquet columns that are pi_ref's log-probabilities, not per-pair values for the loss.
@@ -92,21 +80,6 @@ def _reference(row: dict) -> tuple[float, float] | None:
     return None if chosen is None or rejected is None else (float(chosen), float(rejected))
 
 
-def collate(pairs: Sequence[TokenizedPair], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen sequences then rejected ones in one right-padded batch (right padding keeps positions exact)."""
-    seqs = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
-    width = max(len(a) + len(b) for a, b in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    response = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for row, (prompt, resp) in enumerate(seqs):
-        n = len(prompt) + len(resp)
-        ids[row, :n] = torch.tensor(prompt + resp)
-        attention[row, :n] = 1
-        response[row, len(prompt) : n] = True
-    return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
-
-
 def model_device(model) -> torch.device:
     """Where the model computes (a DeepSpeed engine and an HF model both say; else its first parameter)."""
     device = getattr(model, "device", None)
@@ -114,28 +87,32 @@ def model_device(model) -> torch.device:
 
 
 def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum over response tokens of log pi(y_t | x, y_<t); prompt and padding tokens are masked out.
+    """Sum over each response's tokens of log pi(y_t | x, y_<t), for a batch of either layout
+    (sppo.pair_batches): chosen sequences first, then rejected ones.
 
     The vocabulary projection runs only at the positions that predict a response token: the prompt's
     positions (a third to a half of a sequence here) would compute logits over the whole vocabulary for
     nothing, and the LM head is a fifth of a small model's FLOPs. The log-softmax runs in fp32 even for a
     bf16 model: bf16 keeps ~3 significant digits, and a sum of hundreds of rounded token log-probs would
     blur the sequence log-ratios the losses compare."""
-    batch = {k: v.to(model_device(model)) for k, v in batch.items()}
-    predicts = batch["response_mask"][:, 1:]  # position t predicts token t+1, a response token
-    targets = batch["input_ids"][:, 1:][predicts]
+    device = model_device(model)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    dtype = next(model.parameters()).dtype
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": attention_mask_for(model, batch["attention_mask"], dtype),
+        **({"position_ids": batch["position_ids"]} if "position_ids" in batch else {}),
+    }
+    rows, positions = batch["rows"], batch["positions"]
     parts = _decoder_and_head(model)
     if parts is None:  # a DeepSpeed engine, or a model whose forward changes its logits after the head
-        logits = _forward_logits(model, batch, predicts)
+        logits = _forward_logits(model, inputs, rows, positions)
     else:
         decoder, head = parts
-        hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        logits = head(hidden[:, :-1][predicts])
-    token_logps = -F.cross_entropy(logits.float(), targets, reduction="none")
-    rows = predicts.nonzero()[:, 0]
-    return torch.zeros(len(predicts), dtype=token_logps.dtype, device=token_logps.device).index_add(
-        0, rows, token_logps
-    )
+        logits = head(decoder(**inputs).last_hidden_state[rows, positions])
+    token_logps = -F.cross_entropy(logits.float(), batch["targets"], reduction="none")
+    sequences = int(batch["sequences"])
+    return torch.zeros(sequences, dtype=token_logps.dtype, device=device).index_add(0, batch["owners"], token_logps)
 
 
 # Config fields of causal LMs whose forward rescales or caps the logits after the LM head (Gemma 2/3, Cohere,
@@ -160,17 +137,15 @@ def _decoder_and_head(model):
     return (decoder, head) if decoder is not None and head is not None else None
 
 
-def _forward_logits(model, batch: dict[str, torch.Tensor], predicts: torch.Tensor) -> torch.Tensor:
-    """Logits at the `predicts` positions from the model's own forward, asking it (`logits_to_keep`, which
-    most HF causal LMs take) for the positions from the first one that predicts a response token on."""
+def _forward_logits(model, inputs: dict, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits at (rows, positions) from the model's own forward, asking it (`logits_to_keep`, which most HF
+    causal LMs take) only for the positions from the first one scored on."""
     inner = getattr(model, "module", model)
-    first = int(predicts.any(0).nonzero()[0]) if predicts.any() else predicts.shape[1]
-    kwargs = {}
+    first = int(positions.min()) if len(positions) else 0
     if "logits_to_keep" in inspect.signature(inner.forward).parameters:
-        kwargs["logits_to_keep"] = torch.arange(first, predicts.shape[1], device=predicts.device)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).logits
-    logits = logits if kwargs else logits[:, first:-1]
-    return logits[predicts[:, first:]]
+        keep = torch.arange(first, inputs["input_ids"].shape[1], device=positions.device)
+        return model(**inputs, logits_to_keep=keep).logits[rows, positions - first]
+    return model(**inputs).logits[rows, positions]
 
 
 def disable_dropout(model: torch.nn.Module) -> None:
@@ -209,7 +184,12 @@ def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
 # no_grad, not inference_mode: ZeRO-3's parameter hooks must run (and may allocate) inside this forward.
 @torch.no_grad()
 def reference_logprobs(
-    model, pairs: Sequence[TokenizedPair], batch_size: int, pad_id: int, progress: bool = False
+    model,
+    pairs: Sequence[TokenizedPair],
+    batch_size: int,
+    pad_id: int,
+    progress: bool = False,
+    shared_prompt: bool = True,
 ) -> torch.Tensor:
     """(N, 2) log pi_ref of (chosen, rejected) for every pair: the generating engine's (TokenizedPair.reference)
     where the pair has them, else from the not-yet-updated policy.
@@ -217,8 +197,10 @@ def reference_logprobs(
     The pairs to compute go longest first in batches of `batch_size`, so each batch pads to lengths close to
     its own (the order of a forward pass without gradients changes nothing but padding). With several ranks
     each computes every world-th batch and the rows are summed across ranks; a rank short of a batch
-    recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward."""
+    recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward. `shared_prompt`: the
+    batch layout (sppo.pair_batches), as train.shared_prompt."""
     rank, size = world()
+    make_batch = batcher_for(model, pad_id, shared_prompt)
     was_training = model.training
     model.eval()
     out = torch.zeros(len(pairs), 2)
@@ -229,7 +211,7 @@ def reference_logprobs(
     for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
         mine = first + rank
         idx = batches[mine] if mine < len(batches) else batches[0]
-        logps = sequence_logprobs(model, collate([pairs[i] for i in idx], pad_id))
+        logps = sequence_logprobs(model, make_batch([pairs[i] for i in idx]))
         if mine < len(batches):
             out[idx] = torch.stack(logps.chunk(2), dim=1).float().cpu()
     model.train(was_training)
@@ -268,13 +250,14 @@ def epoch_steps(
 
 
 def pair_length(pair: TokenizedPair) -> int:
-    """Tokens of the pair's longer sequence: what its batch pads to."""
+    """Tokens of the pair's longer sequence: what a batch of one row per sequence pads to (a shared-prompt row
+    holds both responses, and grows with the longer one too)."""
     return len(pair.prompt) + max(len(pair.chosen), len(pair.rejected))
 
 
 def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, pad_id: int):
     """Per-pair preference losses of a micro-batch, and the log-ratios (detached) for logging."""
-    logps = sequence_logprobs(model, collate(pairs, pad_id))
+    logps = sequence_logprobs(model, batcher_for(model, pad_id, cfg.shared_prompt)(pairs))
     chosen, rejected = logps.chunk(2)
     ref = ref.to(logps.device)
     logr_chosen, logr_rejected = chosen - ref[:, 0], rejected - ref[:, 1]
@@ -383,7 +366,12 @@ def train_policy(
     if rank == 0:
         log.info("reference log-probs: %d of %d pairs from generation, the rest by a forward pass", known, len(pairs))
     ref_batch = cfg.reference_batch_size or 4 * cfg.batch_size
-    ref = reference_logprobs(engine.model, pairs, ref_batch, pad_id, progress=progress)
+    make_batch = batcher_for(engine.model, pad_id, cfg.shared_prompt)
+    if rank == 0 and cfg.shared_prompt and not make_batch.shared_prompt:
+        log.info("train.shared_prompt: this model's attention takes no custom mask; one row per sequence instead")
+    ref = reference_logprobs(
+        engine.model, pairs, ref_batch, pad_id, progress=progress, shared_prompt=make_batch.shared_prompt
+    )
     engine.model.train()
     order_rng = random.Random(cfg.seed)
     history: list[dict[str, float]] = []
@@ -404,8 +392,8 @@ def train_policy(
                 if not idx:  # this rank's share ran out in a short last batch: a zero-weight stand-in
                     idx = step_indices[:1]
                 batch = [pairs[i] for i in idx]
-                sequences = [len(p.prompt) + len(r) for p in batch for r in (p.chosen, p.rejected)]
-                tokens, padded = tokens + sum(sequences), padded + len(sequences) * max(sequences)
+                real, computed = make_batch.token_counts(batch)
+                tokens, padded = tokens + real, padded + computed
                 losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, pad_id)
                 finite = torch.isfinite(losses.detach())
                 bad += [

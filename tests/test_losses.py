@@ -5,7 +5,8 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 
 from sppo.losses import LossConfig
-from sppo.training import collate, sequence_logprobs, tokenize_pairs
+from sppo.pair_batches import collate
+from sppo.training import sequence_logprobs, tokenize_pairs
 
 LOSS = TypeAdapter(LossConfig)
 LOSS_TYPES = ("sppo", "sppo_single", "sppo_hard", "dpo")

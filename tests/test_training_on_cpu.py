@@ -6,7 +6,8 @@ import torch
 
 from sppo.config import TrainConfig
 from sppo.models import load_policy
-from sppo.training import collate, pair_loss, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
+from sppo.pair_batches import collate
+from sppo.training import pair_loss, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
 
 ROWS = [
     {
