@@ -20,6 +20,7 @@ FIGURES = (
     "tokens_per_s",
     "achieved_gflops",
     "pairs_per_s_reference_given",
+    "pairs_per_s_separate_rows",
 )
 # The default recipe's training settings, with TRL's hard-label loss so both sides optimise the same objective.
 BATCH, MAX_LENGTH, MAX_PROMPT_LENGTH, LEARNING_RATE, WARMUP, BETA = 2, 512, 256, 1e-5, 0.1, 0.01
@@ -42,12 +43,16 @@ def bench_pairs(count: int, words: tuple[int, int]) -> list[dict]:
     ]
 
 
-def train_ours(ctx: Context, rows: list[dict], reference_given: bool = False) -> tuple[float, list[int]]:
-    """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), and the sequences' lengths.
+def train_ours(
+    ctx: Context, rows: list[dict], reference_given: bool = False, shared_prompt: bool = True
+) -> tuple[float, list[int], list[int]]:
+    """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), the sequences' lengths,
+    and the lengths of the rows it computes (one per pair, prompt + both responses, in the shared-prompt
+    layout; one per sequence otherwise).
 
     reference_given: the pairs carry pi_ref's log-probabilities, as the train stage's pairs do when the
     generating engine returned them (sppo.generation.Completion.logprob); they are computed here, untimed,
-    by the same reference pass, so training skips it."""
+    by the same reference pass, so training skips it. shared_prompt: train.shared_prompt."""
     from dataclasses import replace
 
     from sppo.config import TrainConfig
@@ -64,6 +69,7 @@ def train_ours(ctx: Context, rows: list[dict], reference_given: bool = False) ->
         grad_accum=1,
         max_length=MAX_LENGTH,
         max_prompt_length=MAX_PROMPT_LENGTH,
+        shared_prompt=shared_prompt,
     )
     model, tokenizer = load_policy(ctx.model, training=True)
     pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
@@ -73,7 +79,9 @@ def train_ours(ctx: Context, rows: list[dict], reference_given: bool = False) ->
     start = time.perf_counter()
     train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
     seconds = time.perf_counter() - start
-    return seconds, [len(p.prompt) + len(r) for p in pairs for r in (p.chosen, p.rejected)]
+    sequences = [len(p.prompt) + len(r) for p in pairs for r in (p.chosen, p.rejected)]
+    shared = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
+    return seconds, sequences, shared if shared_prompt else sequences
 
 
 def train_trl(ctx: Context, rows: list[dict]) -> tuple[float, float, list[int]]:
@@ -139,14 +147,16 @@ def measure(ctx: Context) -> dict:
 
     configure_torch(ctx.threads)
     rows = bench_pairs(ctx.sizes.train_pairs, ctx.sizes.train_response_words)
-    ours_s, lengths = train_ours(ctx, rows)
+    ours_s, lengths, computed_rows = train_ours(ctx, rows)
     gc.collect()
-    given_s, _ = train_ours(ctx, rows, reference_given=True)
+    given_s, _, _ = train_ours(ctx, rows, reference_given=True)
+    gc.collect()
+    separate_s, _, _ = train_ours(ctx, rows, shared_prompt=False)
     gc.collect()
     trl_s, trl_setup_s, trl_lengths = train_trl(ctx, rows)
 
     tokens = sum(lengths)  # prompt + response tokens of every chosen and rejected sequence, padding excluded
-    flops = ModelShape.of_folder(ctx.model).training_flops(lengths)
+    flops = ModelShape.of_folder(ctx.model).training_flops(computed_rows)
     n = len(rows)
     note = f"{n} pairs, batch {BATCH}, {tokens / len(lengths):.0f} tokens per sequence on average, RMSprop, fp32"
     result = [
@@ -161,7 +171,8 @@ def measure(ctx: Context) -> dict:
             "GEMM",
             ctx.gemm_gflops,
             ratio_unit="%",
-            note="4 forwards per sequence: forward + backward (3x) and the reference pass (1x)",
+            note="4 forwards per row computed (one per pair: prompt + both responses): forward + backward (3x) "
+            "and the reference pass (1x)",
         ),
         Row(
             "pairs_per_s_reference_given",
@@ -172,11 +183,20 @@ def measure(ctx: Context) -> dict:
             target=">= 1.5x",
             note="the train stage on generated pairs: pi_ref's log-probs come from generation, no reference pass",
         ),
+        Row(
+            "pairs_per_s_separate_rows",
+            n / separate_s,
+            "pairs/s",
+            "TRL",
+            n / trl_s,
+            note="train.shared_prompt=false: chosen and rejected in rows of their own, each with the prompt",
+        ),
     ]
     details = {
         "pairs": n,
         "ours_s": ours_s,
         "ours_reference_given_s": given_s,
+        "ours_separate_rows_s": separate_s,
         "trl_s": trl_s,
         "trl_setup_s": trl_setup_s,
         "tokens": tokens,
