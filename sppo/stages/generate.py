@@ -44,11 +44,17 @@ class GenerationWorker:
         sampling: Sampling,
         trust_remote_code: bool,
         threads: int | None,
+        sequences: int | None = None,
+        longest_prompt: int | None = None,
     ):
+        """`sequences` and `longest_prompt` (tokens): the largest planned batch's sequences and the longest
+        planned prompt, which size the engine (GenerateConfig.build_engine)."""
         configure_torch(threads)
         # The driver's verified copy when this machine sees it (same host, shared disk), else our own.
         folder = Path(policy_dir) if Path(policy_dir).is_dir() else ArtifactStore(store).local_copy(policy_url)
-        self.generator = cfg.build_engine(folder, sampling.max_new_tokens, trust_remote_code, threads)
+        self.generator = cfg.build_engine(
+            folder, sampling.max_new_tokens, trust_remote_code, threads, sequences, longest_prompt
+        )
         self.sampling = sampling
 
     def __call__(self, batches: list[Batch]) -> list[list[list[Completion]]]:
@@ -102,6 +108,8 @@ def generate(
             sampling,
             recipe.model.trust_remote_code,
             recipe.threads,
+            max((len(b.prompt_indices) for b in batches), default=0) * g.num_samples or None,
+            max(prompt_tokens, default=0) or None,
         )
         started = time.time()
         per_batch = runner(make_worker, batches, progress=progress)
