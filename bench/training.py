@@ -57,6 +57,7 @@ def train_ours(
 
     from sppo.config import TrainConfig
     from sppo.models import load_policy
+    from sppo.pair_batches import Batcher
     from sppo.training import reference_logprobs, tokenize_pairs, train_policy
 
     cfg = TrainConfig(
@@ -79,9 +80,7 @@ def train_ours(
     start = time.perf_counter()
     train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
     seconds = time.perf_counter() - start
-    sequences = [len(p.prompt) + len(r) for p in pairs for r in (p.chosen, p.rejected)]
-    shared = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
-    return seconds, sequences, shared if shared_prompt else sequences
+    return seconds, Batcher(0, False).row_lengths(pairs), Batcher(0, shared_prompt).row_lengths(pairs)
 
 
 def train_trl(ctx: Context, rows: list[dict]) -> tuple[float, float, list[int]]:

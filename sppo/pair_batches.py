@@ -109,26 +109,32 @@ class Batcher:
     def __call__(self, pairs: Sequence[TokenizedPair]) -> dict[str, torch.Tensor]:
         return collate_shared(pairs, self.pad_id) if self.shared_prompt else collate(pairs, self.pad_id)
 
+    def row_lengths(self, pairs: Sequence[TokenizedPair]) -> list[int]:
+        """Tokens of each row of the batch this makes of `pairs`, padding excluded."""
+        if self.shared_prompt:
+            return [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
+        return [len(p.prompt) + len(r) for p in pairs for r in (p.chosen, p.rejected)]
+
     def token_counts(self, pairs: Sequence[TokenizedPair]) -> tuple[int, int]:
         """(real tokens, tokens computed including padding) of the batch this makes of `pairs`."""
-        if self.shared_prompt:
-            rows = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
-        else:
-            rows = [len(p.prompt) + len(r) for p in pairs for r in (p.chosen, p.rejected)]
+        rows = self.row_lengths(pairs)
         return sum(rows), len(rows) * max(rows)
 
 
 def batcher_for(model, pad_id: int, shared_prompt: bool) -> Batcher:
     """The shared-prompt layout where asked for and the model's attention takes a custom mask; else one row
     per sequence."""
-    implementation = getattr(getattr(getattr(model, "module", model), "config", None), "_attn_implementation", None)
-    return Batcher(pad_id, shared_prompt and implementation in CUSTOM_MASK_ATTENTION)
+    return Batcher(pad_id, shared_prompt and _attention(model) in CUSTOM_MASK_ATTENTION)
 
 
 def attention_mask_for(model, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A collated mask as the model's attention takes it: 2D and SDPA's boolean 4D masks as they are; the
     eager implementation adds its mask to the scores, so a boolean 4D mask becomes 0 / the dtype's minimum."""
-    inner = getattr(model, "module", model)
-    if mask.ndim == 4 and getattr(getattr(inner, "config", None), "_attn_implementation", None) == "eager":
+    if mask.ndim == 4 and _attention(model) == "eager":
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
     return mask
+
+
+def _attention(model) -> str | None:
+    """The attention implementation of an HF model, or of the one a DeepSpeed engine wraps (`.module`)."""
+    return getattr(getattr(getattr(model, "module", model), "config", None), "_attn_implementation", None)

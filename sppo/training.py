@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from sppo.config import TrainConfig
 from sppo.generation import chat_prompt_ids
 from sppo.optim import linear_schedule, make_optimizer
-from sppo.pair_batches import TokenizedPair, attention_mask_for, batcher_for
+from sppo.pair_batches import Batcher, TokenizedPair, attention_mask_for, batcher_for
 from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
@@ -255,9 +255,9 @@ def pair_length(pair: TokenizedPair) -> int:
     return len(pair.prompt) + max(len(pair.chosen), len(pair.rejected))
 
 
-def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, pad_id: int):
+def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, make_batch: Batcher):
     """Per-pair preference losses of a micro-batch, and the log-ratios (detached) for logging."""
-    logps = sequence_logprobs(model, batcher_for(model, pad_id, cfg.shared_prompt)(pairs))
+    logps = sequence_logprobs(model, make_batch(pairs))
     chosen, rejected = logps.chunk(2)
     ref = ref.to(logps.device)
     logr_chosen, logr_rejected = chosen - ref[:, 0], rejected - ref[:, 1]
@@ -394,7 +394,7 @@ def train_policy(
                 batch = [pairs[i] for i in idx]
                 real, computed = make_batch.token_counts(batch)
                 tokens, padded = tokens + real, padded + computed
-                losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, pad_id)
+                losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, make_batch)
                 finite = torch.isfinite(losses.detach())
                 bad += [
                     _describe(p, lc, lr_, x)

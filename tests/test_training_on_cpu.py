@@ -6,7 +6,7 @@ import torch
 
 from sppo.config import TrainConfig
 from sppo.models import load_policy
-from sppo.pair_batches import collate
+from sppo.pair_batches import batcher_for, collate
 from sppo.training import pair_loss, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
 
 ROWS = [
@@ -66,7 +66,7 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
     pad = tokenizer.pad_token_id
     ref = reference_logprobs(model, pairs, cfg.batch_size, pad)
     with torch.no_grad():
-        loss_before = pair_loss(model, pairs, ref, cfg, pad)[0].mean().item()
+        loss_before = pair_loss(model, pairs, ref, cfg, batcher_for(model, pad, cfg.shared_prompt))[0].mean().item()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
 
     history = train_policy(model, pairs, cfg, pad, progress=False)
@@ -75,7 +75,7 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
     assert not unchanged, f"parameters not updated: {unchanged}"
     with torch.no_grad():
-        loss_after = pair_loss(model, pairs, ref, cfg, pad)[0].mean().item()
+        loss_after = pair_loss(model, pairs, ref, cfg, batcher_for(model, pad, cfg.shared_prompt))[0].mean().item()
     assert loss_after < loss_before
 
 
