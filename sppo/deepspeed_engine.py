@@ -11,11 +11,15 @@ import torch
 
 from sppo.config import TrainConfig
 from sppo.optim import linear_schedule, make_optimizer
+from sppo.precision import Precision
 
 
-def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
-    """Read train.deepspeed.config and fill it: "auto" fields from the train section, ZeRO stage, offload
-    and bf16 from train.deepspeed (the recipe wins over the file for those)."""
+def deepspeed_config(cfg: TrainConfig, world_size: int, precision: Precision) -> dict[str, Any]:
+    """Read train.deepspeed.config and fill it: "auto" fields from the train section, ZeRO stage and offload
+    from train.deepspeed, bf16 from the recipe's precision (the recipe wins over the file for those).
+
+    DeepSpeed's own bf16 mode (bf16 weights, fp32 master weights in its optimizer) on GPUs, where it halves the
+    weights' memory; on a CPU the weights stay fp32 and the loop computes under bf16 autocast."""
     ds = cfg.deepspeed
     if ds is None:
         raise ValueError("train.deepspeed is not set; add `deepspeed: {stage: 3}` under `train:` in the recipe")
@@ -32,7 +36,7 @@ def deepspeed_config(cfg: TrainConfig, world_size: int) -> dict[str, Any]:
         # Our optimizer is torch's RMSprop/AdamW, also when offloaded.
         zero_force_ds_cpu_optimizer=False,
     )
-    config.setdefault("bf16", {})["enabled"] = ds.bf16
+    config.setdefault("bf16", {})["enabled"] = precision.name == "bf16" and torch.cuda.is_available()
     zero = config.setdefault("zero_optimization", {})
     zero["stage"] = ds.stage
     zero.setdefault("offload_optimizer", {})["device"] = "cpu" if ds.offload_optimizer else "none"

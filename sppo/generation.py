@@ -52,6 +52,23 @@ def sequence_logprob(tokens: Sequence[int], token_logprobs: Sequence[float], eos
     return list(tokens[:n]), float(sum(token_logprobs[:n]) + eos_logprobs[n]), False
 
 
+@dataclass(frozen=True)
+class EngineRequest:
+    """Everything an engine is built from, decided once by its caller and handed whole to `build(request)`.
+
+    `batch_size` and `max_prompt_tokens` bound the largest call the engine will serve (an engine sizes its
+    caches to them); `precision` is the recipe's setting (auto | fp32 | bf16), resolved by the engine on the
+    machine it runs on (sppo.precision)."""
+
+    model_dir: str
+    batch_size: int  # sequences per engine call
+    max_prompt_tokens: int  # prompts are left-truncated to this many tokens
+    max_new_tokens: int
+    precision: str = "fp32"
+    threads: int | None = None
+    trust_remote_code: bool = False
+
+
 class Generator(Protocol):
     """A generation engine serving one policy snapshot (sppo.generators holds the members)."""
 

@@ -133,10 +133,13 @@ def load_policy_tokenizer(model_dir: str | Path, trust_remote_code: bool = False
     return tokenizer
 
 
-def load_policy(model_dir: str | Path, trust_remote_code: bool = False, training: bool = False):
-    """An iteration's policy: fp32 (bf16 distorts log-ratios on CPU) and a left-padding tokenizer."""
+def load_policy(
+    model_dir: str | Path, trust_remote_code: bool = False, training: bool = False, dtype: torch.dtype = torch.float32
+):
+    """An iteration's policy and a left-padding tokenizer. Training loads fp32 (its master weights) and computes
+    in bf16 under autocast where the recipe's precision says so; an engine loads its weights in its precision."""
     tokenizer = load_policy_tokenizer(model_dir, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     model.train(training)
     return model, tokenizer
 

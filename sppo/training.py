@@ -22,6 +22,7 @@ from sppo.config import TrainConfig
 from sppo.generation import chat_prompt_ids
 from sppo.optim import linear_schedule, make_optimizer
 from sppo.pair_batches import Batcher, TokenizedPair, attention_mask_for, batcher_for
+from sppo.precision import Precision
 from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def model_device(model) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
-def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def sequence_logprobs(model, batch: dict[str, torch.Tensor], bf16: bool = False) -> torch.Tensor:
     """Sum over each response's tokens of log pi(y_t | x, y_<t), for a batch of either layout
     (sppo.pair_batches): chosen sequences first, then rejected ones.
 
@@ -94,7 +95,8 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     positions (a third to a half of a sequence here) would compute logits over the whole vocabulary for
     nothing, and the LM head is a fifth of a small model's FLOPs. The log-softmax runs in fp32 even for a
     bf16 model: bf16 keeps ~3 significant digits, and a sum of hundreds of rounded token log-probs would
-    blur the sequence log-ratios the losses compare."""
+    blur the sequence log-ratios the losses compare. `bf16`: the model's matmuls in bf16 under autocast (its
+    weights stay fp32, the master copy the optimizer updates)."""
     device = model_device(model)
     batch = {k: v.to(device) for k, v in batch.items()}
     dtype = next(model.parameters()).dtype
@@ -105,11 +107,12 @@ def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     }
     rows, positions = batch["rows"], batch["positions"]
     parts = _decoder_and_head(model)
-    if parts is None:  # a DeepSpeed engine, or a model whose forward changes its logits after the head
-        logits = _forward_logits(model, inputs, rows, positions)
-    else:
-        decoder, head = parts
-        logits = head(decoder(**inputs).last_hidden_state[rows, positions])
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        if parts is None:  # a DeepSpeed engine, or a model whose forward changes its logits after the head
+            logits = _forward_logits(model, inputs, rows, positions)
+        else:
+            decoder, head = parts
+            logits = head(decoder(**inputs).last_hidden_state[rows, positions])
     token_logps = -F.cross_entropy(logits.float(), batch["targets"], reduction="none")
     sequences = int(batch["sequences"])
     return torch.zeros(sequences, dtype=token_logps.dtype, device=device).index_add(0, batch["owners"], token_logps)
@@ -190,6 +193,7 @@ def reference_logprobs(
     pad_id: int,
     progress: bool = False,
     shared_prompt: bool = True,
+    bf16: bool = False,
 ) -> torch.Tensor:
     """(N, 2) log pi_ref of (chosen, rejected) for every pair: the generating engine's (TokenizedPair.reference)
     where the pair has them, else from the not-yet-updated policy.
@@ -198,7 +202,7 @@ def reference_logprobs(
     its own (the order of a forward pass without gradients changes nothing but padding). With several ranks
     each computes every world-th batch and the rows are summed across ranks; a rank short of a batch
     recomputes batch 0 and drops it, since ZeRO-3 needs every rank in every forward. `shared_prompt`: the
-    batch layout (sppo.pair_batches), as train.shared_prompt."""
+    batch layout (sppo.pair_batches), as train.shared_prompt; `bf16`: as training computes (sequence_logprobs)."""
     rank, size = world()
     make_batch = batcher_for(model, pad_id, shared_prompt)
     was_training = model.training
@@ -211,7 +215,7 @@ def reference_logprobs(
     for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
         mine = first + rank
         idx = batches[mine] if mine < len(batches) else batches[0]
-        logps = sequence_logprobs(model, make_batch([pairs[i] for i in idx]))
+        logps = sequence_logprobs(model, make_batch([pairs[i] for i in idx]), bf16)
         if mine < len(batches):
             out[idx] = torch.stack(logps.chunk(2), dim=1).float().cpu()
     model.train(was_training)
@@ -255,9 +259,11 @@ def pair_length(pair: TokenizedPair) -> int:
     return len(pair.prompt) + max(len(pair.chosen), len(pair.rejected))
 
 
-def pair_loss(model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, make_batch: Batcher):
+def pair_loss(
+    model, pairs: Sequence[TokenizedPair], ref: torch.Tensor, cfg: TrainConfig, make_batch: Batcher, bf16: bool = False
+):
     """Per-pair preference losses of a micro-batch, and the log-ratios (detached) for logging."""
-    logps = sequence_logprobs(model, make_batch(pairs))
+    logps = sequence_logprobs(model, make_batch(pairs), bf16)
     chosen, rejected = logps.chunk(2)
     ref = ref.to(logps.device)
     logr_chosen, logr_rejected = chosen - ref[:, 0], rejected - ref[:, 1]
@@ -335,14 +341,17 @@ def train_policy(
     progress: bool = True,
     deepspeed_config: dict | None = None,
     on_step: Progress | None = None,
+    precision: Precision | None = None,
 ) -> list[dict[str, float]]:
     """Train `model` (pi_t on entry, pi_{t+1} on return) in place; returns one log record per optimizer step.
 
     The same loop runs in one process (plain optimizer) and on every rank of a DeepSpeed job: each global
     batch of batch_size * grad_accum * world pairs is split across ranks, and the logged values are
     means over the whole global batch. `on_step(steps done, total steps)` runs before the first optimizer
-    step and after each."""
+    step and after each. `precision` (default fp32): bf16 runs every forward and backward under autocast, the
+    reference pass included; weights, optimizer state, log-softmax, log-ratios and loss stay fp32."""
     rank, size = world()
+    bf16 = precision is not None and precision.name == "bf16"
     if cfg.disable_dropout:
         disable_dropout(model)
     truncated = sum(p.truncated for p in pairs)
@@ -360,17 +369,23 @@ def train_policy(
         from sppo.deepspeed_engine import DeepSpeedEngine  # deepspeed is imported only on this path
 
         engine = DeepSpeedEngine(model, cfg, total_steps, deepspeed_config)
-    if not cfg.reference_from_generation:
+    if not cfg.reference_from_generation or bf16:
+        # In bf16 the engine's log-probs and training's own differ by more than rounding (README: precision).
         pairs = [replace(p, reference=None) for p in pairs]
     known = sum(p.reference is not None for p in pairs)
     if rank == 0:
-        log.info("reference log-probs: %d of %d pairs from generation, the rest by a forward pass", known, len(pairs))
+        log.info(
+            "training in %s; reference log-probs: %d of %d pairs from generation, the rest by a forward pass",
+            "bf16 autocast (fp32 master weights)" if bf16 else "fp32",
+            known,
+            len(pairs),
+        )
     ref_batch = cfg.reference_batch_size or 4 * cfg.batch_size
     make_batch = batcher_for(engine.model, pad_id, cfg.shared_prompt)
     if rank == 0 and cfg.shared_prompt and not make_batch.shared_prompt:
         log.info("train.shared_prompt: this model's attention takes no custom mask; one row per sequence instead")
     ref = reference_logprobs(
-        engine.model, pairs, ref_batch, pad_id, progress=progress, shared_prompt=make_batch.shared_prompt
+        engine.model, pairs, ref_batch, pad_id, progress=progress, shared_prompt=make_batch.shared_prompt, bf16=bf16
     )
     engine.model.train()
     order_rng = random.Random(cfg.seed)
@@ -394,7 +409,7 @@ def train_policy(
                 batch = [pairs[i] for i in idx]
                 real, computed = make_batch.token_counts(batch)
                 tokens, padded = tokens + real, padded + computed
-                losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, make_batch)
+                losses, logr_c, logr_r = pair_loss(engine.model, batch, ref[idx], cfg, make_batch, bf16)
                 finite = torch.isfinite(losses.detach())
                 bad += [
                     _describe(p, lc, lr_, x)

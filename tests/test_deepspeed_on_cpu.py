@@ -14,6 +14,7 @@ from sppo.artifacts import PAIRS, TRAIN_FILE, write_rows
 from sppo.config import ConfigError, DeepSpeedConfig, RecipeConfig, TrainConfig, load_recipe
 from sppo.deepspeed_engine import deepspeed_config
 from sppo.models import load_policy
+from sppo.precision import resolve_precision
 from sppo.train_distributed import _stream, job_failure, launch
 from sppo.training import tokenize_pairs, train_policy
 
@@ -56,7 +57,7 @@ def _train_config(**changes) -> TrainConfig:
 
 def test_recipe_fills_the_auto_fields_and_chooses_stage_and_offload():
     cfg = _train_config(grad_accum=3, processes=2, deepspeed=DeepSpeedConfig(stage=2, offload_optimizer=True))
-    config = deepspeed_config(cfg, world_size=2)
+    config = deepspeed_config(cfg, world_size=2, precision=resolve_precision("bf16"))
     assert config["train_batch_size"] == 1 * 3 * 2
     assert (config["train_micro_batch_size_per_gpu"], config["gradient_accumulation_steps"]) == (1, 3)
     assert config["gradient_clipping"] == cfg.max_grad_norm and config["bf16"]["enabled"] is False
@@ -89,7 +90,7 @@ def test_two_process_zero3_matches_one_process(tiny_model_dir, tmp_path):
     # Two ranks under ZeRO-3, launched as the train stage launches them: global batch 1 x 2 x 2 = 4 pairs.
     double = _train_config(grad_accum=2, processes=2, deepspeed=DeepSpeedConfig(stage=3))
     out = tmp_path / "model"
-    got = launch(RecipeConfig(threads=2, train=double), dataset, tiny_model_dir, out)
+    got = launch(RecipeConfig(threads=2, precision="fp32", train=double), dataset, tiny_model_dir, out)
 
     # Same pairs, batches and fp32 math; only the order of float sums differs (gradients reduced across
     # ranks, ZeRO's flat partitioned buffers, micro-batch padding). That is ~1e-7 relative per step; Adam

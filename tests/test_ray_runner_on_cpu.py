@@ -63,7 +63,7 @@ def test_fingerprints_follow_what_each_stage_uses():
     assert changed("generate.engine.type=vllm") == {"generate", "evaluate"}
     vllm = ["generate.engine.type=vllm"]
     assert _fingerprints(*vllm, "generate.engine.cpu_kv_cache_gib=1") == _fingerprints(*vllm)
-    assert _fingerprints(*vllm, "generate.engine.dtype=float32") != _fingerprints(*vllm)
+    assert _fingerprints(*vllm, "precision=bf16") != _fingerprints(*vllm, "precision=fp32")
 
 
 def test_local_executor_never_imports_ray():

@@ -209,10 +209,10 @@ def test_generation_logprobs_are_the_reference_pass(tiny_model_dir):
     limit alike) are what the reference pass computes for the same sequences."""
     from dataclasses import replace
 
-    from sppo.generation import Sampling
+    from sppo.generation import EngineRequest, Sampling
     from sppo.generators import HFGeneratorConfig
 
-    engine = HFGeneratorConfig().build(tiny_model_dir, batch_size=8, max_prompt_tokens=128, max_new_tokens=12)
+    engine = HFGeneratorConfig().build(EngineRequest(str(tiny_model_dir), 8, 128, 12))
     # A random model almost never ends a reply: an LM-head bias towards end-of-turn makes some end early.
     head = engine.model.get_output_embeddings()
     biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from sppo.generation import EngineRequest
+
 from .conftest import REPO
 from .ray_cluster import RAY_ENV, generate_and_rank, stage_recipe
 
@@ -31,7 +33,7 @@ def vllm_model_dir(tmp_path_factory):
 def engine(vllm_model_dir):
     from sppo.generators import VLLMGeneratorConfig
 
-    return VLLMGeneratorConfig(dtype="float32", cpu_kv_cache_gib=1).build(vllm_model_dir, 8, 64, 24, threads=1)
+    return VLLMGeneratorConfig(cpu_kv_cache_gib=1).build(EngineRequest(str(vllm_model_dir), 8, 64, 24, threads=1))
 
 
 def _plan(engine, prompts):
@@ -73,7 +75,7 @@ def test_next_token_logprobs_match_hf_exactly_beyond_the_top_k(engine, vllm_mode
     from sppo.generation import chat_prompt_ids
     from sppo.generators import HFGeneratorConfig
 
-    hf = HFGeneratorConfig().build(vllm_model_dir, 8, 64, 24)
+    hf = HFGeneratorConfig().build(EngineRequest(str(vllm_model_dir), 8, 64, 24))
     texts = ["Hi.", "Write a short poem about the sea.", "Why?", "List three red fruits.", "x", "A or B?"]
     prompts = [chat_prompt_ids(engine.tokenizer, t) for t in texts]
     candidates = [49, 50, 0, 1234, len(engine.tokenizer) - 1]  # "A", "B" and tokens far outside any top-k
@@ -114,7 +116,7 @@ def test_the_llm_judge_on_vllm_matches_it_on_hf(engine, vllm_model_dir):
     prompts = [PromptRecord("sea", "A poem about the sea."), PromptRecord("sky", "Why is the sky blue?")]
     responses = [["Waves roll.", "No.", "Blue water."], ["Light scatters.", "Because.", "Air.", ""]]
     on_vllm = LLMJudge(engine, template, ("A", "B"), 87).judge(prompts, responses)
-    on_hf = LLMJudge(HFGeneratorConfig().build(vllm_model_dir, 8, 87, 1), template, ("A", "B"), 87)
+    on_hf = LLMJudge(HFGeneratorConfig().build(EngineRequest(str(vllm_model_dir), 8, 87, 1)), template, ("A", "B"), 87)
     for a, b in zip(on_vllm, on_hf.judge(prompts, responses), strict=True):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=LOGPROB_TOLERANCE, rtol=0)
 
@@ -137,7 +139,7 @@ def test_the_generate_stage_frees_its_engine_for_the_next_one(tmp_path, vllm_mod
         weights.append(weakref.ref(self.llm.apply_model(lambda model: next(model.parameters()))[0]))
 
     monkeypatch.setattr(VLLMGenerator, "__init__", recording)
-    overrides = ["generate.engine.type=vllm", "generate.engine.dtype=float32", "generate.engine.cpu_kv_cache_gib=1"]
+    overrides = ["generate.engine.type=vllm", "precision=fp32", "generate.engine.cpu_kv_cache_gib=1"]
     recipe = stage_recipe(tmp_path, vllm_model_dir, extra=overrides)
     first, _ = generate_and_rank(recipe, "first")
     gc.collect()
@@ -155,7 +157,7 @@ def test_the_generate_stage_on_two_ray_actors_equals_one_engine(tmp_path, vllm_m
 
     from distributed.ray_pool import RayRunner
 
-    overrides = ["generate.engine.type=vllm", "generate.engine.dtype=float32", "generate.engine.cpu_kv_cache_gib=1"]
+    overrides = ["generate.engine.type=vllm", "precision=fp32", "generate.engine.cpu_kv_cache_gib=1"]
     local = stage_recipe(tmp_path / "local", vllm_model_dir, extra=overrides)
     expected, _ = generate_and_rank(local, "one-engine")
 

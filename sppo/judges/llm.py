@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from sppo.generation import Generator, chat_prompt_ids
+from sppo.generation import EngineRequest, Generator, chat_prompt_ids
 from sppo.generators import GeneratorConfig, HFGeneratorConfig
 from sppo.judges.base import Judgement, JudgeSettings
 from sppo.prompts import PromptRecord
@@ -84,10 +84,16 @@ class LLMJudgeConfig(JudgeSettings):
             raise ValueError(f"the template lacks {', '.join(missing)}")
         return template
 
-    def build(self) -> LLMJudge:
-        engine = self.engine.build(
-            _local_folder(self.model), self.batch_size, self.max_prompt_tokens, 1, self.trust_remote_code
+    def build(self, precision: str = "fp32") -> LLMJudge:
+        request = EngineRequest(
+            model_dir=_local_folder(self.model),
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_new_tokens=1,
+            precision=precision,
+            trust_remote_code=self.trust_remote_code,
         )
+        engine = self.engine.build(request)
         return LLMJudge(engine, self.template, self.verdicts, self.max_prompt_tokens)
 
     def check(self, field: str) -> None:

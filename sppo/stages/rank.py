@@ -30,8 +30,8 @@ from sppo.store import Manifest, commit_stage
 class RankWorker:
     """One judge: built once, then ranks whatever chunks of generation rows it is handed."""
 
-    def __init__(self, cfg: JudgeSettings):
-        self.judge = cfg.build()
+    def __init__(self, cfg: JudgeSettings, precision: str):
+        self.judge = cfg.build(precision)
 
     def close(self) -> None:
         close(self.judge)  # a judge that runs a generation engine (llm) frees it
@@ -70,7 +70,11 @@ def rank(recipe: RecipeConfig, generations: str, out: str, runner: Runner = run_
         rows = read_rows(inputs["generations"] / GENERATIONS_FILE, GENERATIONS)
         size = recipe.judge.batch_size
         chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
-        ranked = [row for chunk in runner(functools.partial(RankWorker, recipe.judge), chunks) for row in chunk]
+        ranked = [
+            row
+            for chunk in runner(functools.partial(RankWorker, recipe.judge, recipe.precision), chunks)
+            for row in chunk
+        ]
         return {"rows": write_rows(ranked, PREFERENCES, tmp / PREFERENCES_FILE), "judge": recipe.judge.type}
 
     # No `compute` section here: where the chunks run never changes the verdicts.
@@ -78,4 +82,4 @@ def rank(recipe: RecipeConfig, generations: str, out: str, runner: Runner = run_
 
 
 def fingerprint_of(recipe: RecipeConfig) -> str:
-    return fingerprint(recipe.judge, signature(PREFERENCES))
+    return fingerprint(recipe.judge, recipe.judge.precision_used(recipe.precision), signature(PREFERENCES))

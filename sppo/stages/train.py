@@ -12,6 +12,7 @@ import numpy as np
 from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, read_rows
 from sppo.config import RecipeConfig
 from sppo.models import check_weights_finite, configure_torch, load_policy, save_policy
+from sppo.precision import resolve_precision
 from sppo.runner import Progress
 from sppo.settings import fingerprint
 from sppo.store import Manifest, commit_stage
@@ -31,7 +32,8 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: P
             configure_torch(recipe.threads)
             model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
             pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
-            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, on_step=progress)
+            precision = resolve_precision(recipe.precision)
+            history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, on_step=progress, precision=precision)
             save_policy(model, tokenizer, tmp)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
         check_weights_finite(tmp)  # the loop checks every step; this also covers a launched job's output
@@ -41,6 +43,7 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: P
             "processes": cfg.processes if cfg.deepspeed is not None else 1,
             "reference": str(policy),
             "loss": cfg.loss.type,
+            "precision": resolve_precision(recipe.precision).name,
             "steps": len(history),
             "first_loss": losses[0],
             "final_loss": losses[-1],
@@ -52,4 +55,4 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: P
 
 
 def fingerprint_of(recipe: RecipeConfig) -> str:
-    return fingerprint(recipe.train)
+    return fingerprint(recipe.train, recipe.precision)
