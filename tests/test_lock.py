@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from sppo import iteration
 from sppo.iteration import IterationLocked, iteration_lock
 from sppo.store import ArtifactStore
 
@@ -75,3 +76,51 @@ def test_lock_is_created_with_its_content(tmp_path):
         store.create_exclusive(url, b"other")
     assert store.read_bytes(url) == b'{"pid": 1}'
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["iter-001.lock"], "no temporary file is left"
+
+
+def test_two_takers_of_a_dead_lock_never_both_hold_it(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.put_bytes(url, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": "then"}).encode())
+    alive = iteration.process_alive
+
+    def slow_process_alive(pid):  # both takers read the dead holder before either takes over
+        time.sleep(0.3)
+        return alive(pid)
+
+    monkeypatch.setattr(iteration, "process_alive", slow_process_alive)
+    inside, overlaps, problems = [], [], []
+    start = threading.Barrier(2)
+
+    def taker(name):
+        start.wait()
+        try:
+            with iteration_lock(store, url, wait_seconds=30, poll_seconds=0.05):
+                inside.append(name)
+                if len(inside) > 1:
+                    overlaps.append(list(inside))
+                held = store.read_bytes(url)
+                time.sleep(0.6)
+                if store.read_bytes(url) != held:
+                    problems.append(f"{name}'s lock was replaced while it held it")
+                inside.remove(name)
+        except Exception as err:  # noqa: BLE001 - a taker whose lock was deleted under it reports it here
+            problems.append(f"{name}: {type(err).__name__}: {err}")
+
+    threads = [threading.Thread(target=taker, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not overlaps and not problems
+    assert not store.exists(url), "the last holder released it"
+
+
+def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
+    store = ArtifactStore(tmp_path)
+    url = store.join("run", "iter-001.lock")
+    with iteration_lock(store, url):
+        store.put_bytes(url, b'{"host": "elsewhere", "pid": 7, "since": "now", "token": "theirs"}')
+    assert json.loads(store.read_bytes(url))["token"] == "theirs"
