@@ -45,7 +45,7 @@ def sppo_iteration(
     layout = RunLayout(recipe.open_store(), run)
     stage = functools.partial(layout.stage_url, iteration)
     # One writer per run and iteration; a re-run after a crash takes over a dead writer's lock.
-    with iteration_lock(layout.store, f"{layout.iteration_url(iteration)}.lock", lock_wait_seconds):
+    with iteration_lock(layout.store, layout.lock_url(iteration), lock_wait_seconds):
         if iteration == 1:
             prepare_base_task(recipe, layout.model_url(0))
         policy = starting_policy(layout, iteration)

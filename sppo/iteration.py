@@ -161,18 +161,19 @@ def share_first_iteration(store: ArtifactStore, source_run: str, run: str) -> li
     returns the stage URLs it copied. Each copy still has to match `run`'s recipe: the flow checks every
     stage's fingerprint and redoes a stage whose recipe sections differ."""
     source, target = RunLayout(store, source_run), RunLayout(store, run)
-    pairs = [(source.model_url(0), target.model_url(0))]
-    pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES]
     copied = []
-    for src, dst in pairs:
-        if store.manifest(src) is not None and store.manifest(dst) is None:
-            store.copy_stage(src, dst)
-            copied.append(dst)
-    if store.manifest(source.model_url(0)) is not None:
-        base_key = store.manifest_digest(source.model_url(0))[:16]
-        answers = store.path_of(source.answers_url())
-        for path in store.fs.glob(f"{answers}/{base_key}-*.json") if store.fs.exists(answers) else []:
-            dst = f"{target.answers_url()}/{path.rsplit('/', 1)[-1]}"
-            if not store.exists(dst):
-                store.put_bytes(dst, store.fs.cat_file(path))
+    with iteration_lock(store, target.lock_url(1)):  # what it copies, `run`'s iteration-1 flow writes
+        pairs = [(source.model_url(0), target.model_url(0))]
+        pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES]
+        for src, dst in pairs:
+            if store.manifest(src) is not None and store.manifest(dst) is None:
+                store.copy_stage(src, dst)
+                copied.append(dst)
+        if store.manifest(source.model_url(0)) is not None:
+            base_key = store.manifest_digest(source.model_url(0))[:16]
+            answers = store.path_of(source.answers_url())
+            for path in store.fs.glob(f"{answers}/{base_key}-*.json") if store.fs.exists(answers) else []:
+                dst = f"{target.answers_url()}/{path.rsplit('/', 1)[-1]}"
+                if not store.exists(dst):
+                    store.put_bytes(dst, store.fs.cat_file(path))
     return copied

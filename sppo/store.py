@@ -335,6 +335,11 @@ class RunLayout:
         """pi_t: iteration 0 holds the base model, iteration t the policy trained in iteration t."""
         return self.stage_url(iteration, "model")
 
+    def lock_url(self, iteration: int) -> str:
+        """The one-writer lock of an iteration. The base model (iteration 0) is iteration 1's: the iteration-1
+        flow prepares it, and the lock keeps `prepare-base` from writing it (and its scratch) at the same time."""
+        return f"{self.iteration_url(max(iteration, 1))}.lock"
+
     def answers_url(self) -> str:
         return self.store.join(self.run, ANSWERS_FOLDER)
 

@@ -1,6 +1,7 @@
 """One writer per run and iteration: a second writer fails clearly (or waits); a dead writer's lock is taken over."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import threading
 import time
 
 import pytest
+import yaml
 
 from sppo import iteration
 from sppo.iteration import IterationLocked, iteration_lock
@@ -124,3 +126,24 @@ def test_release_leaves_a_lock_that_is_no_longer_ours(tmp_path):
     with iteration_lock(store, url):
         store.put_bytes(url, b'{"host": "elsewhere", "pid": 7, "since": "now", "token": "theirs"}')
     assert json.loads(store.read_bytes(url))["token"] == "theirs"
+
+
+def test_prepare_base_never_writes_while_the_base_is_locked(tmp_path, capsys):
+    from sppo.__main__ import main
+    from sppo.store import RunLayout
+
+    from .conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    recipe["store"] = str(tmp_path / "store")
+    recipe["model"]["base"] = f"random:{REPO / 'configs' / 'tiny-llama.json'}"
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    layout = RunLayout(ArtifactStore(tmp_path / "store"), "r")
+    with iteration_lock(layout.store, layout.lock_url(0)):  # as the iteration-1 flow holds it
+        assert main(["prepare-base", "--run", "r", "--config", str(config)]) == 2
+        assert not (tmp_path / "store" / "r" / "iter-000").exists(), "nothing written, not even scratch"
+    assert re.search(r"iter-001\.lock is held by pid \d+ on ", capsys.readouterr().err)
+    assert main(["prepare-base", "--run", "r", "--config", str(config)]) == 0
+    assert layout.store.manifest(layout.model_url(0)) is not None
+    assert not layout.store.exists(layout.lock_url(0)), "released"
