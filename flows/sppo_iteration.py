@@ -9,7 +9,7 @@ import argparse
 import functools
 import sys
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from flows.cli import run_command
 from sppo.config import load_recipe
@@ -17,7 +17,7 @@ from sppo.iteration import iteration_lock, starting_policy
 from sppo.names import RUN_NAME_PATTERN
 from sppo.preflight import preflight
 from sppo.store import RunLayout
-from tasks.artifacts import publish_iteration
+from tasks.artifacts import publish_unless_published
 from tasks.stages import (
     build_dataset_task,
     evaluate_task,
@@ -45,7 +45,7 @@ def sppo_iteration(
     layout = RunLayout(recipe.open_store(), run)
     stage = functools.partial(layout.stage_url, iteration)
     # One writer per run and iteration; a re-run after a crash takes over a dead writer's lock.
-    with iteration_lock(layout.store, f"{layout.iteration_url(iteration)}.lock", lock_wait_seconds):
+    with iteration_lock(layout.store, layout.lock_url(iteration), lock_wait_seconds):
         if iteration == 1:
             prepare_base_task(recipe, layout.model_url(0))
         policy = starting_policy(layout, iteration)
@@ -54,11 +54,10 @@ def sppo_iteration(
         dataset = build_dataset_task(recipe, preferences.url, stage("dataset"))
         model = train_task(recipe, dataset.url, policy, stage("model"))
         metrics = evaluate_task(recipe, model.url, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
-    # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run.
-    if all(s.reused for s in (generations, preferences, dataset, model, metrics)):
-        get_run_logger().info("iteration %d: every stage reused; its artifacts were published when made", iteration)
-    else:
-        publish_iteration(recipe.store, run, iteration)
+    # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run, unless
+    # that run failed to publish them.
+    did_work = not all(s.reused for s in (generations, preferences, dataset, model, metrics))
+    publish_unless_published(recipe.store, run, iteration, did_work)
     return metrics.url
 
 

@@ -51,17 +51,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_prepare_base(args: argparse.Namespace) -> int:
     from sppo.config import load_recipe
+    from sppo.iteration import IterationLocked, iteration_lock
     from sppo.sources import require_model_source
     from sppo.store import RunLayout
 
     try:
         recipe = load_recipe(args.config)
-        out = RunLayout(recipe.open_store(), args.run).model_url(0)
+        layout = RunLayout(recipe.open_store(), args.run)
+        out = layout.model_url(0)
         require_model_source(recipe.model.base)
         from sppo.stages.base import prepare_base  # imports torch: only when needed
 
-        manifest = prepare_base(recipe, out)
-    except ValueError as err:
+        # The iteration-1 flow writes the base too, through the same scratch folder: one writer at a time.
+        with iteration_lock(layout.store, layout.lock_url(0)):
+            manifest = prepare_base(recipe, out)
+    except (ValueError, IterationLocked) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"base model {manifest.info.get('source')} ready at {out}")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import logging
 import os
 import socket
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 from sppo.store import ArtifactStore, RunLayout
 
@@ -70,15 +75,24 @@ def iteration_lock(
 ) -> Iterator[None]:
     """Hold `url` (an object created with its content in one step, only if absent: a hard link locally, a
     conditional PUT on S3) while an iteration writes. A second writer waits up to wait_seconds, then fails
-    naming the holder. A lock left by a process that died on this host (kill -9, OOM) is taken over. A lock
-    that cannot be read (an older writer crashed between creating and writing it) is waited on for
-    unreadable_grace_seconds, then reported with what to do. Every retry sleeps; every wait has a deadline."""
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    naming the holder. A lock left by a process that died on this host (kill -9, OOM) is taken over, by one
+    run only. Release removes the lock only while it still holds ours. A lock that cannot be read (an older
+    writer crashed between creating and writing it) is waited on for unreadable_grace_seconds, then
+    reported with what to do. Every retry sleeps; every wait has a deadline."""
+    # The token tells our lock from any other, even one of this same process (a thread, a pid reused).
+    me = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "token": uuid.uuid4().hex,
+    }
     started = time.monotonic()
     while True:
         try:
             store.create_exclusive(url, json.dumps(me).encode())
-            break
+            if _read_holder(store, url) == me:
+                break
+            continue  # taken from us between creating and reading: never work without holding it
         except FileExistsError:
             pass
         holder = _read_holder(store, url)
@@ -95,8 +109,7 @@ def iteration_lock(
                     f"{_preview(store, url)}); if no run of this iteration is going on, delete it and run again"
                 )
         elif holder.get("host") == me["host"] and not process_alive(holder["pid"]):
-            log.warning("taking over %s from dead process %s", url, holder["pid"])
-            store.remove(url)
+            _remove_dead_holder(store, url, holder)
             continue
         elif waited >= wait_seconds:
             raise IterationLocked(
@@ -108,7 +121,26 @@ def iteration_lock(
     try:
         yield
     finally:
-        store.remove(url)
+        if _read_holder(store, url) == me:
+            store.remove(url)
+        else:  # someone deleted ours and another run took it: theirs stays
+            log.warning("%s no longer holds this run's lock; left as it is", url)
+
+
+def _remove_dead_holder(store: ArtifactStore, url: str, dead: dict) -> None:
+    """Remove the lock `dead` left, if it is still the one there. Two runs that both saw it die would
+    otherwise both remove-and-create, the second deleting the first's fresh lock. Only runs on the dead
+    holder's host take it over, so a host-wide file lock (released by the kernel if its holder dies) makes
+    the check and the removal one step; its file stays, as removing it would let two runs lock two files."""
+    guard = Path(tempfile.gettempdir()) / f"sppo-takeover-{hashlib.sha256(url.encode()).hexdigest()[:16]}.lock"
+    with guard.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            if _read_holder(store, url) == dead:
+                log.warning("taking over %s from dead process %s", url, dead["pid"])
+                store.remove(url)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _preview(store: ArtifactStore, url: str) -> str:
@@ -129,18 +161,19 @@ def share_first_iteration(store: ArtifactStore, source_run: str, run: str) -> li
     returns the stage URLs it copied. Each copy still has to match `run`'s recipe: the flow checks every
     stage's fingerprint and redoes a stage whose recipe sections differ."""
     source, target = RunLayout(store, source_run), RunLayout(store, run)
-    pairs = [(source.model_url(0), target.model_url(0))]
-    pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES]
     copied = []
-    for src, dst in pairs:
-        if store.manifest(src) is not None and store.manifest(dst) is None:
-            store.copy_stage(src, dst)
-            copied.append(dst)
-    if store.manifest(source.model_url(0)) is not None:
-        base_key = store.manifest_digest(source.model_url(0))[:16]
-        answers = store.path_of(source.answers_url())
-        for path in store.fs.glob(f"{answers}/{base_key}-*.json") if store.fs.exists(answers) else []:
-            dst = f"{target.answers_url()}/{path.rsplit('/', 1)[-1]}"
-            if not store.exists(dst):
-                store.put_bytes(dst, store.fs.cat_file(path))
+    with iteration_lock(store, target.lock_url(1)):  # what it copies, `run`'s iteration-1 flow writes
+        pairs = [(source.model_url(0), target.model_url(0))]
+        pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES]
+        for src, dst in pairs:
+            if store.manifest(src) is not None and store.manifest(dst) is None:
+                store.copy_stage(src, dst)
+                copied.append(dst)
+        if store.manifest(source.model_url(0)) is not None:
+            base_key = store.manifest_digest(source.model_url(0))[:16]
+            answers = store.path_of(source.answers_url())
+            for path in store.fs.glob(f"{answers}/{base_key}-*.json") if store.fs.exists(answers) else []:
+                dst = f"{target.answers_url()}/{path.rsplit('/', 1)[-1]}"
+                if not store.exists(dst):
+                    store.put_bytes(dst, store.fs.cat_file(path))
     return copied

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,34 @@ class PromptFileError(ValueError):
     pass
 
 
+# Characters a reader does not see: two prompts differing only in them are one instruction, and must dedupe
+# to one, or the same instruction lands in both the held-out split and a training chunk.
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def _visible_text(text: str, where: str, prompt_id: str) -> str:
+    """`text` NFC-normalised, without zero-width characters and control characters other than newline and tab."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # json.loads accepts a lone surrogate escape; a tokenizer later does not
+        raise PromptFileError(
+            f"{where}: prompt {prompt_id!r} is not valid Unicode (lone surrogate {text[err.start]!r} at character "
+            f"{err.start}); write the character whole, or both halves of its surrogate pair"
+        ) from None
+    text = "".join(c for c in text.translate(_ZERO_WIDTH) if c in "\n\t" or unicodedata.category(c) != "Cc")
+    return unicodedata.normalize("NFC", text)  # after the removals, which can leave characters to compose
+
+
 def _record(row: dict[str, Any], column: str, where: str, index: int) -> PromptRecord:
+    prompt_id = str(row.get("id") or f"row{index:06d}")
     text = row.get(column)
+    if isinstance(text, str):
+        text = _visible_text(text, where, prompt_id)
     if not isinstance(text, str) or not text.strip():
-        raise PromptFileError(f"{where}: field {column!r} is missing or empty; every row needs a non-empty prompt")
+        raise PromptFileError(
+            f"{where}: field {column!r} is missing or empty (or holds only invisible characters); every row "
+            "needs a non-empty prompt"
+        )
     constraints = row.get("constraints") or ()
     if isinstance(constraints, str):
         try:
@@ -44,7 +69,7 @@ def _record(row: dict[str, Any], column: str, where: str, index: int) -> PromptR
             ) from None
     if not isinstance(constraints, list | tuple) or not all(isinstance(c, dict) for c in constraints):
         raise PromptFileError(f"{where}: field 'constraints' must be a list of objects")
-    return PromptRecord(id=str(row.get("id") or f"row{index:06d}"), prompt=text, constraints=tuple(constraints))
+    return PromptRecord(id=prompt_id, prompt=text, constraints=tuple(constraints))
 
 
 def _read_jsonl(path: Path, column: str) -> list[PromptRecord]:
@@ -76,7 +101,8 @@ def _read_table(rows: list[dict[str, Any]], column: str, where: str) -> list[Pro
 def load_prompts(source: str, column: str = "prompt") -> list[PromptRecord]:
     """Read prompts from a JSONL or parquet file, or an HF dataset id (split 'train').
 
-    Duplicate prompt texts are dropped (first kept, with a warning that counts them) so that splits never
+    Texts are NFC-normalised and stripped of zero-width and control characters (newline and tab kept) first;
+    duplicate prompt texts are then dropped (first kept, with a warning that counts them) so that splits never
     share an instruction. A local path that does not exist is an error here, never taken for a dataset id."""
     path = Path(source)
     if path.suffix in (".jsonl", ".parquet") or path.exists() or _looks_local(source):

@@ -12,7 +12,9 @@ leaves nothing that looks finished: a folder without a manifest is garbage and i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -22,7 +24,7 @@ import posixpath
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,39 @@ CACHE = Path(__file__).resolve().parent.parent / ".cache" / "store"
 
 class StoreError(RuntimeError):
     pass
+
+
+class DiskFullError(ValueError):
+    """No space left where the pipeline writes. Not retried (a ValueError, like a recipe mistake): a full disk
+    does not empty itself in the seconds between retries."""
+
+
+@contextlib.contextmanager
+def disk_full_named(where: str | Path, needed: int | None = None) -> Iterator[None]:
+    """Turn an OSError ENOSPC raised inside into a DiskFullError naming the path written (the error's own file
+    name, else `where`), the space free there and, when the caller knows it, the space needed."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        path = Path(err.filename or where)
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        space = f"{_bytes_text(shutil.disk_usage(existing).free)} free"
+        if needed is not None:
+            space += f", {_bytes_text(needed)} needed"
+        raise DiskFullError(
+            f"no space left on the device writing {path}: {space}; free space there (or move the store, "
+            "HF_HOME or TMPDIR to a larger disk) and run again"
+        ) from err
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 class NonFiniteError(ValueError):
@@ -194,10 +229,11 @@ class ArtifactStore:
         file is written beside and renamed)."""
         if self.is_local:
             path = Path(self.path_of(url))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
+            with disk_full_named(path, needed=len(data)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(data)
+                tmp.replace(path)
         else:
             self.fs.pipe_file(self.path_of(url), data)
 
@@ -335,6 +371,11 @@ class RunLayout:
         """pi_t: iteration 0 holds the base model, iteration t the policy trained in iteration t."""
         return self.stage_url(iteration, "model")
 
+    def lock_url(self, iteration: int) -> str:
+        """The one-writer lock of an iteration. The base model (iteration 0) is iteration 1's: the iteration-1
+        flow prepares it, and the lock keeps `prepare-base` from writing it (and its scratch) at the same time."""
+        return f"{self.iteration_url(max(iteration, 1))}.lock"
+
     def answers_url(self) -> str:
         return self.store.join(self.run, ANSWERS_FOLDER)
 
@@ -367,32 +408,34 @@ def commit_stage(
             return dataclasses.replace(existing, reused=True)
         log.warning("%s: %s; redoing the stage", out, problem)
         damaged = True
-    local_inputs = {name: store.local_copy(url) for name, url in inputs.items()}
     scratch = store.scratch_for(out)
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    started = time.time()
-    try:
-        info = dict(produce(scratch, local_inputs))
-        for key, value in info.items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise NonFiniteError(f"{out}: the stage produced {key}={value}; nothing was committed")
-    except Exception:
-        shutil.rmtree(scratch, ignore_errors=True)  # a failed stage leaves nothing half-written behind
-        raise
-    rows = info.pop("rows", None)
-    files = [p for p in sorted(scratch.rglob("*")) if p.is_file()]
-    manifest = Manifest(
-        stage=stage,
-        fingerprint=fingerprint,
-        inputs=input_digests,
-        outputs={str(p.relative_to(scratch)): file_digest(p) for p in files},
-        rows=rows,
-        seconds=round(time.time() - started, 2),
-        code_version=code_version(),
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        info=info,
-        sizes={str(p.relative_to(scratch)): p.stat().st_size for p in files},
-    )
-    store.publish(scratch, out, manifest, replace=damaged)
+    with disk_full_named(scratch):  # the inputs' download (remote stores), the scratch folder, the commit
+        local_inputs = {name: store.local_copy(url) for name, url in inputs.items()}
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        started = time.time()
+        try:
+            with disk_full_named(scratch):  # here, before the cleanup below frees what the stage wrote
+                info = dict(produce(scratch, local_inputs))
+            for key, value in info.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise NonFiniteError(f"{out}: the stage produced {key}={value}; nothing was committed")
+        except Exception:
+            shutil.rmtree(scratch, ignore_errors=True)  # a failed stage leaves nothing half-written behind
+            raise
+        rows = info.pop("rows", None)
+        files = [p for p in sorted(scratch.rglob("*")) if p.is_file()]
+        manifest = Manifest(
+            stage=stage,
+            fingerprint=fingerprint,
+            inputs=input_digests,
+            outputs={str(p.relative_to(scratch)): file_digest(p) for p in files},
+            rows=rows,
+            seconds=round(time.time() - started, 2),
+            code_version=code_version(),
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            info=info,
+            sizes={str(p.relative_to(scratch)): p.stat().st_size for p in files},
+        )
+        store.publish(scratch, out, manifest, replace=damaged)
     return manifest

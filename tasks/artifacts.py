@@ -1,6 +1,6 @@
 """What a person reads about a run in the Prefect UI: artifacts keyed per run, published once by each flow
-run of an iteration that did work (a re-run that reused every stage publishes nothing), so each key's
-history is the run's iterations in order.
+run of an iteration that did work (a re-run that reused every stage publishes nothing, unless the last
+publish of these results failed), so each key's history is the run's iterations in order.
 
     <key>-metrics   table, one row per finished iteration: win rates with 95% intervals, constraints met,
                     length, loops, empty replies, train loss, minutes per stage
@@ -180,8 +180,28 @@ def publish_links(store: ArtifactStore, layout: RunLayout, iteration: int) -> No
         create_link_artifact(link=browser_url(store, best), link_text=best, description="the run's best model")
 
 
+def published_url(layout: RunLayout, iteration: int) -> str:
+    """Written after an iteration's last artifact was published: which evaluate stage they showed."""
+    return layout.store.join(layout.run, "ui", f"published-iter-{iteration:03d}.json")
+
+
+def publish_unless_published(store_root: str, run: str, iteration: int, did_work: bool) -> None:
+    """Publish the run's artifacts after `iteration` finished, if this flow run did work or if the results it
+    reused were never published (the run that made them failed while publishing: the API was down)."""
+    layout = RunLayout(ArtifactStore(store_root), run)
+    if not did_work:
+        try:
+            marker = json.loads(layout.store.read_bytes(published_url(layout, iteration)))
+        except (FileNotFoundError, ValueError):
+            marker = {}
+        if marker.get("evaluate") == layout.store.manifest_digest(layout.stage_url(iteration, "evaluate")):
+            get_run_logger().info("iteration %d: every stage reused; its artifacts were published when made", iteration)
+            return
+    publish_iteration(store_root, run, iteration)
+
+
 def publish_iteration(store_root: str, run: str, iteration: int) -> None:
-    """Publish the run's artifacts after `iteration` finished (the flow calls it when this run did work)."""
+    """Publish the run's artifacts after `iteration` finished, then mark them published."""
     store = ArtifactStore(store_root)
     layout = RunLayout(store, run)
     key = artifact_key(run)
@@ -206,4 +226,6 @@ def publish_iteration(store_root: str, run: str, iteration: int) -> None:
         description=f"Run {run}, iteration {iteration}: sample answers and training pairs",
     )
     publish_links(store, layout, iteration)
+    digest = store.manifest_digest(layout.stage_url(iteration, "evaluate"))  # which results, all stages before it
+    store.put_bytes(published_url(layout, iteration), json.dumps({"evaluate": digest}).encode())
     get_run_logger().info("iteration %d: published artifacts %s-metrics, %s-plot, %s-samples", iteration, key, key, key)

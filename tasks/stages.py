@@ -3,6 +3,7 @@ the URI of the folder it committed: models and tables never pass through Prefect
 
 from __future__ import annotations
 
+import errno
 from typing import NamedTuple
 
 from prefect import get_run_logger, task
@@ -21,11 +22,14 @@ from tasks.progress import ProgressArtifact
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry crashes of the machine or the store, not mistakes in the recipe or the data (ValueError)."""
+    """Retry crashes of the machine or the store, not mistakes in the recipe or the data (ValueError), nor a
+    full disk (ENOSPC; the library names the path as a DiskFullError, a ValueError, where it can)."""
     try:
         state.result()
     except ValueError:
         return False
+    except OSError as err:
+        return err.errno != errno.ENOSPC
     except Exception:  # noqa: BLE001 - anything else may pass on a second try
         return True
     return False

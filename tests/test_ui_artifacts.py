@@ -119,3 +119,47 @@ def test_evaluate_writes_no_nan_for_an_empty_length_bucket():
     empty = _rate(__import__("numpy").array([]))
     assert empty == {"win_rate": None, "ci95_low": None, "ci95_high": None, "n": 0}
     assert not any(isinstance(v, float) and math.isnan(v) for v in empty.values())
+
+
+def test_a_failed_publish_is_redone_by_the_next_run(tmp_path, monkeypatch):
+    import flows.sppo_iteration as flow_module
+    import tasks.artifacts as artifacts
+    from tasks.stages import StageResult
+
+    from .conftest import REPO
+
+    layout = RunLayout(ArtifactStore(tmp_path), "r")
+    _write_iteration(layout, 1, METRICS)
+    base = Path(layout.model_url(0))
+    base.mkdir(parents=True)
+    (base / "manifest.json").write_bytes(_manifest("2026-01-01T00:00:00Z", stage="model").to_bytes())
+    reused = {"now": False}
+    monkeypatch.setattr(flow_module, "preflight", lambda *a: None)
+    # Each stage task "finishes" at its output folder (its last argument; evaluate's second to last, before the
+    # answer cache); `reused` says whether an earlier run had made it.
+    outs = {"prepare_base": -1, "generate": -1, "rank": -1, "build_dataset": -1, "train": -1, "evaluate": -2}
+    for name, out in outs.items():
+        monkeypatch.setattr(flow_module, f"{name}_task", lambda *a, out=out: StageResult(a[out], reused["now"]))
+    published, api = [], {"down": True}
+
+    def table(**kwargs):
+        if api["down"]:
+            raise RuntimeError("the Prefect API is unreachable")
+        published.append(kwargs["key"])
+
+    monkeypatch.setattr(artifacts, "create_table_artifact", table)
+    monkeypatch.setattr(artifacts, "plot_url", lambda *a: "data:image/png;base64,")
+    for name in ("create_image_artifact", "create_markdown_artifact", "create_link_artifact"):
+        monkeypatch.setattr(artifacts, name, lambda **kwargs: None)
+
+    def run():
+        smoke = str(REPO / "configs" / "smoke.yaml")
+        return flow_module.sppo_iteration(run="r", iteration=1, config=smoke, overrides=[f"store={tmp_path}"])
+
+    with pytest.raises(RuntimeError, match="unreachable"):
+        run()  # did the work, then failed to publish
+    api["down"], reused["now"] = False, True
+    run()  # reuses every stage: publishes what the failed run left unpublished
+    assert published == ["r-metrics"]
+    run()
+    assert published == ["r-metrics"], "published once: a re-run of a published iteration adds nothing"

