@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,3 +189,10 @@ def split_prompts(records: list[PromptRecord], eval_count: int, seed: int) -> Pr
     order = np.random.default_rng(seed).permutation(len(records))
     shuffled = [records[i] for i in order]
     return PromptSplits(evaluation=shuffled[:eval_count], training_pool=shuffled[eval_count:])
+
+
+def prompts_digest(records: Sequence[PromptRecord]) -> str:
+    """sha256 of the prompts' ids, texts and constraints in order: what a stage that reads them depends on,
+    whatever file or revision they came from."""
+    rows = [[r.id, r.prompt, list(r.constraints)] for r in records]
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -6,7 +6,6 @@ iteration are read back instead of generated again."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import replace
@@ -17,7 +16,7 @@ from sppo.config import RecipeConfig
 from sppo.evaluation import head_to_head, response_stats
 from sppo.generation import chat_prompt_ids, chat_prompt_text
 from sppo.models import configure_torch, load_policy_tokenizer
-from sppo.prompts import PromptRecord, load_splits
+from sppo.prompts import PromptRecord, load_splits, prompts_digest
 from sppo.runner import close
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
@@ -69,19 +68,14 @@ def answers(
 def answer_key(recipe: RecipeConfig, prompts: list[PromptRecord]) -> str:
     """sha256 of the prompts answered (ids and texts, in order) and how they are generated (not the prompt
     file's path: its content may change under the same path)."""
-    g = recipe.generate
-    what = (
-        [[p.id, p.prompt] for p in prompts],
-        fingerprint(g.engine, g.batch_size, g.max_prompt_tokens, recipe.evaluate.sampling()),
-    )
-    return hashlib.sha256(json.dumps(what).encode()).hexdigest()[:16]
+    return fingerprint(prompts_digest(prompts), *answer_settings(recipe))
 
 
 def answer_settings(recipe: RecipeConfig) -> tuple:
-    """What a model's held-out answers depend on besides the model: the split, the engine and how it batches,
-    and the evaluation's sampling."""
+    """What a model's held-out answers depend on besides the model and the prompts: the engine, how it batches,
+    its precision, and the evaluation's sampling."""
     g = recipe.generate
-    return recipe.data, g.engine, g.batch_size, g.max_prompt_tokens, recipe.precision, recipe.evaluate.sampling()
+    return g.engine, g.batch_size, g.max_prompt_tokens, recipe.precision, recipe.evaluate.sampling()
 
 
 def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
@@ -137,4 +131,9 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
 
 
 def fingerprint_of(recipe: RecipeConfig) -> str:
-    return fingerprint(*answer_settings(recipe), recipe.evaluate, recipe.evaluation_judge)
+    # The held-out prompts by content: a prompt file edited under the same path is evaluated again.
+    held_out = prompts_digest(load_splits(recipe.data).evaluation)
+    judge = recipe.evaluation_judge
+    return fingerprint(
+        recipe.data, held_out, *answer_settings(recipe), recipe.evaluate, judge, judge.precision_used(recipe.precision)
+    )

@@ -22,7 +22,7 @@ from sppo.generation import (
     plan_generation,
 )
 from sppo.models import configure_torch, load_policy_tokenizer
-from sppo.prompts import PromptRecord, load_splits
+from sppo.prompts import PromptRecord, load_splits, prompts_digest
 from sppo.runner import Progress, Runner, run_in_process
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
@@ -129,4 +129,6 @@ def generate(
 
 
 def fingerprint_of(recipe: RecipeConfig, iteration: int) -> str:
-    return fingerprint(recipe.data, recipe.generate, recipe.precision, iteration, signature(GENERATIONS))
+    # The iteration's prompts by content: a prompt file edited under the same path is sampled again.
+    prompts = prompts_digest(training_prompts(recipe, iteration))
+    return fingerprint(recipe.data, prompts, recipe.generate, recipe.precision, iteration, signature(GENERATIONS))
