@@ -97,13 +97,15 @@ def with_overrides(sizes: Sizes, overrides: list[str]) -> Sizes:
 
 @dataclass(frozen=True)
 class Context:
-    """One measurement's inputs. `gemm_gflops` is the fp32 GEMM speed the runner measured first in this run."""
+    """One measurement's inputs. `gemm_gflops` is the fp32 GEMM speed the runner measured first in this run,
+    `best_gflops` the best native one (bf16 where native)."""
 
     sizes: Sizes
     model: Path  # the default recipe's base policy (an HF folder)
     threads: int  # torch threads, as the pipeline's recipe sets them
     work: Path  # scratch folder for this measurement, removed afterwards
     gemm_gflops: float = 0.0
+    best_gflops: float = 0.0  # the best native GEMM rate (bf16 where the CPU has it natively): stages' limits
     quick: bool = False
 
     def to_json(self) -> str:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from bench.context import DEFAULT_RECIPE, LOGS, REPO, SMOKE_RECIPE, Context
+from bench.limits import iteration_limits
 from bench.report import Row
 
 # Stage folders of an iteration, by the names the table uses.
@@ -31,12 +32,18 @@ STAGES = {"generate": "generate", "rank": "rank", "dataset": "build_parquet", "m
 _STAGE_DONE = re.compile(r"Task run '[^']+' - \S+: \S+ rows in ([0-9.]+) s -> ")
 BUDGET_MINUTES, BUDGET_GFLOPS = 10.0, 150.0  # the issue: 10 min for the default iteration at 150 GFLOP/s
 
+# Each stage and the whole default iteration as a multiple of its compute limit (bench.limits), with the targets
+# of issue 15 (ratios of seconds to the limit at the best native GEMM rate).
+LIMIT_TARGETS = {"generate": "<= 2.5x", "model": "<= 2.5x", "evaluate": "<= 3x", "iteration": "<= 3x"}
+LIMIT_FIGURES = tuple(f"default_{STAGES.get(k, k)}_x_limit" for k in LIMIT_TARGETS)
+
 ORCHESTRATION_FIGURES = (
     "smoke_overhead_s",
     "smoke_cold_start_s",
     "default_overhead_s",
     "default_cold_start_s",
     "default_iteration_min",
+    *LIMIT_FIGURES,
 )
 SCALING_FIGURES = tuple(f"{s}_{x}" for s in (*STAGES.values(), "flow") for x in ("2x", "4x"))
 RAY_FIGURES = ("generate_2_workers", "rank_2_workers")
@@ -126,6 +133,7 @@ def _iteration_in_fresh_store(ctx: Context, name: str, config: str, overrides: l
     # What the iteration achieved, kept for the quality check beside its speed (the store is deleted next).
     metrics = json.loads((store / name / "iter-001" / "evaluate" / "metrics.json").read_text())
     result["vs_base"] = {k: v for k, v in metrics["vs_base"].items() if k in ("win_rate", "ci95_low", "ci95_high", "n")}
+    result["limits"] = iteration_limits(store / name / "iter-001", store / name / "iter-000" / "model", ctx.best_gflops)
     shutil.rmtree(store, ignore_errors=True)  # models are 0.5 GB each
     return result
 
@@ -173,6 +181,19 @@ def measure_orchestration(ctx: Context) -> dict:
             note=reduced or f"budget = 10 min x 150 / {ctx.gemm_gflops:.0f} GFLOP/s (this run's GEMM)",
         )
     )
+    for key, target in LIMIT_TARGETS.items():
+        stage = default["limits"][key]
+        rows.append(
+            Row(
+                f"default_{STAGES.get(key, key)}_x_limit",
+                stage["seconds"],
+                "s",
+                "compute limit",
+                stage["limit_s"],
+                target="" if default_overrides else target,
+                note=f"{stage['tflop']:.2f} TFLOP at {ctx.best_gflops:.0f} GFLOP/s (best native GEMM, bench.limits)",
+            )
+        )
     return {"rows": rows, "details": {"smoke": smoke, "default": default, "default_overrides": default_overrides}}
 
 

@@ -80,12 +80,13 @@ class ModelShape:
         return 4.0 * sum(self.sequence_flops(n) for n in sequence_lengths)
 
 
-def gemm_gflops(n: int, seconds: float, threads: int) -> float:
-    """fp32 torch.mm GFLOP/s on n x n matrices with `threads` threads: the median of repeated multiplies."""
+def gemm_gflops(n: int, seconds: float, threads: int, dtype: str = "fp32") -> float:
+    """torch.mm GFLOP/s on n x n matrices (fp32 or bf16) with `threads` threads: the median of repeated multiplies."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    kind = torch.bfloat16 if dtype == "bf16" else torch.float32
+    a, b = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind)
     for _ in range(2):  # warm-up: thread pool, page faults of the output
         torch.mm(a, b)
     times: list[float] = []
@@ -97,16 +98,41 @@ def gemm_gflops(n: int, seconds: float, threads: int) -> float:
     return 2.0 * n**3 / statistics.median(times) / 1e9
 
 
-FIGURES = ("gemm_gflops", "model_gflop_per_token")
+FIGURES = ("gemm_gflops", "gemm_bf16_gflops", "best_native_gflops", "model_gflop_per_token")
 
 
 def measure(ctx: Context) -> dict:
-    gflops = gemm_gflops(ctx.sizes.gemm_n, ctx.sizes.gemm_seconds, ctx.threads)
+    """fp32 and bf16 GEMM; the machine's limit is the faster of them where bf16 is native (AMX or AVX512-BF16),
+    fp32's elsewhere (emulated bf16 is measured and shown, never used as the limit)."""
+    from sppo.machine import cpu_flags, cpu_model, native_bf16_flags
+
+    n, seconds = ctx.sizes.gemm_n, ctx.sizes.gemm_seconds
+    fp32 = gemm_gflops(n, seconds, ctx.threads)
+    bf16 = gemm_gflops(n, seconds, ctx.threads, "bf16")
+    native = native_bf16_flags()
+    best, best_precision = (max(fp32, bf16), "bf16" if bf16 > fp32 else "fp32") if native else (fp32, "fp32")
     shape = ModelShape.of_folder(ctx.model)
+    where = f"torch.mm {n}^2, {ctx.threads} threads, median"
     rows = [
+        Row("gemm_gflops", fp32, "GFLOP/s", note=f"fp32 {where}"),
+        Row("gemm_bf16_gflops", bf16, "GFLOP/s", "fp32 GEMM", fp32, note=f"bf16 {where}"),
         Row(
-            "gemm_gflops", gflops, "GFLOP/s", note=f"fp32 torch.mm {ctx.sizes.gemm_n}^2, {ctx.threads} threads, median"
+            "best_native_gflops",
+            best,
+            "GFLOP/s",
+            note=f"{best_precision}: " + (f"native bf16 ({', '.join(native)})" if native else "no native bf16"),
         ),
         Row("model_gflop_per_token", shape.flop_per_token(0) / 1e9, "GFLOP", note="forward, without attention"),
     ]
-    return {"rows": rows, "details": {"gemm_gflops": gflops, "threads": ctx.threads, "model_shape": shape.__dict__}}
+    details = {
+        "gemm_gflops": fp32,
+        "gemm_bf16_gflops": bf16,
+        "best_gflops": best,
+        "best_precision": best_precision,
+        "cpu": cpu_model(),
+        "native_bf16_flags": native,
+        "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma", "sse4"))),
+        "threads": ctx.threads,
+        "model_shape": shape.__dict__,
+    }
+    return {"rows": rows, "details": details}

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.context import DEFAULT_RECIPE, FULL, LOGS, QUICK, REPO, Context, with_overrides
 from bench.report import Row, flat_keys, format_table, row_record
+from sppo.machine import cpu_model
 
 # name -> (module, function); run in this order.
 MEASUREMENTS = {
@@ -119,14 +120,6 @@ def versions() -> dict[str, str]:
     return found
 
 
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SPPO pipeline benchmarks (README: Benchmarks)")
     parser.add_argument("--quick", action="store_true", help="reduced sizes: a few minutes, the same keys")
@@ -168,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the GEMM roofline failed, and every ratio needs it: {roofline['error']}", file=sys.stderr)
             return 1
         measurements["roofline"] = {**roofline, **stamp}
-        ctx = dataclasses.replace(ctx, gemm_gflops=gemm)
+        best = roofline["details"]["best_gflops"]
+        ctx = dataclasses.replace(ctx, gemm_gflops=gemm, best_gflops=best)
         for name in selected:
             measurements[name] = {**run_measurement(name, ctx), **stamp}
         end = run_measurement("roofline", ctx, log_name="roofline-end")
@@ -176,11 +170,17 @@ def main(argv: list[str] | None = None) -> int:
 
     measurements = {m: measurements[m] for m in MEASUREMENTS if m in measurements}
     figures, ratios = flat_keys(measurements)
+    details = measurements["roofline"]["details"]
     machine = {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
+        "cpu_flags": details["cpu_flags"],
+        "native_bf16_flags": details["native_bf16_flags"],
         "cores": cores,
         "threads": threads,
         "gemm_gflops": gemm,
+        "gemm_bf16_gflops": details["gemm_bf16_gflops"],
+        "best_gflops": details["best_gflops"],
+        "best_precision": details["best_precision"],
         "gemm_gflops_end": gemm_end,
         **stamp,
         "versions": versions(),
@@ -199,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 
     kind = "quick sizes: a check of the code, not a result" if args.quick else "full sizes"
     print(f"\n{machine['date']}, commit {machine['commit']}, {cores} cores, {threads} threads, {kind}")
+    print(f"{machine['cpu']}; native bf16: {', '.join(machine['native_bf16_flags']) or 'no native bf16'}")
     print(f"fp32 GEMM: {gemm:.1f} GFLOP/s at the start, {gemm_end or float('nan'):.1f} at the end")
+    print(f"bf16 GEMM: {machine['gemm_bf16_gflops']:.1f} GFLOP/s; limit: {machine['best_precision']} GEMM")
     if gemm_end and abs(gemm_end / gemm - 1) > DRIFT:
         print("WARNING: the GEMM speed changed during the run: something else used the CPU; rerun on an idle machine")
     print(format_table(measurements))

@@ -82,14 +82,18 @@ CPU_SIZES = Sizes(4, 2, 4, 16, 3, 1, 2, 64, (2, 9), 4, 3, 4)
 
 
 def check_vllm(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path) -> dict:
-    from sppo.generation import Sampling, plan_generation
+    from sppo.generation import EngineRequest, Sampling, plan_generation
     from sppo.generators import VLLMGeneratorConfig
     from sppo.prompts import load_prompts
 
     dtype = "bfloat16" if on_gpu else "float32"
-    cfg = VLLMGeneratorConfig(tensor_parallel_size=tp, dtype=dtype, cpu_kv_cache_gib=1)
+    cfg = VLLMGeneratorConfig(tensor_parallel_size=tp, cpu_kv_cache_gib=1)
     start = time.perf_counter()
-    engine = cfg.build(model, sizes.gen_batch, MAX_PROMPT_TOKENS, sizes.gen_new_tokens, threads=None if on_gpu else 1)
+    request = EngineRequest(
+        str(model), sizes.gen_batch, MAX_PROMPT_TOKENS, sizes.gen_new_tokens, "bf16" if on_gpu else "fp32",
+        None if on_gpu else 1,
+    )  # fmt: skip
+    engine = cfg.build(request)
     startup_s = time.perf_counter() - start
 
     prompts = [r.prompt for r in load_prompts(str(PROMPTS))[: sizes.gen_prompts]]
@@ -178,9 +182,10 @@ def check_deepspeed(model: Path, sizes: Sizes, on_gpu: bool, tp: int, work: Path
         max_length=sizes.train_max_length,
         max_prompt_length=32,
         seed=0,
-        deepspeed=DeepSpeedConfig(stage=3, bf16=on_gpu),
+        deepspeed=DeepSpeedConfig(stage=3),
     )
-    recipe.write_text(RecipeConfig(threads=None if on_gpu else 1, train=train).model_dump_json())
+    precision = "bf16" if on_gpu else "fp32"
+    recipe.write_text(RecipeConfig(threads=None if on_gpu else 1, precision=precision, train=train).model_dump_json())
 
     # Rank 0 of a one-process job, the environment torchrun --nproc_per_node 1 would give.
     os.environ.update(

