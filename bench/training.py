@@ -21,6 +21,8 @@ FIGURES = (
     "achieved_gflops",
     "pairs_per_s_reference_given",
     "pairs_per_s_separate_rows",
+    "pairs_per_s_bf16",
+    "bf16_x_limit",
 )
 # The default recipe's training settings, with TRL's hard-label loss so both sides optimise the same objective.
 BATCH, MAX_LENGTH, MAX_PROMPT_LENGTH, LEARNING_RATE, WARMUP, BETA = 2, 512, 256, 1e-5, 0.1, 0.01
@@ -44,7 +46,7 @@ def bench_pairs(count: int, words: tuple[int, int]) -> list[dict]:
 
 
 def train_ours(
-    ctx: Context, rows: list[dict], reference_given: bool = False, shared_prompt: bool = True
+    ctx: Context, rows: list[dict], reference_given: bool = False, shared_prompt: bool = True, precision: str = "fp32"
 ) -> tuple[float, list[int], list[int]]:
     """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), the sequences' lengths,
     and the lengths of the rows it computes (one per pair, prompt + both responses, in the shared-prompt
@@ -52,12 +54,14 @@ def train_ours(
 
     reference_given: the pairs carry pi_ref's log-probabilities, as the train stage's pairs do when the
     generating engine returned them (sppo.generation.Completion.logprob); they are computed here, untimed,
-    by the same reference pass, so training skips it. shared_prompt: train.shared_prompt."""
+    by the same reference pass, so training skips it. shared_prompt: train.shared_prompt. precision: the recipe's
+    (bf16: autocast over fp32 master weights, its own reference pass)."""
     from dataclasses import replace
 
     from sppo.config import TrainConfig
     from sppo.models import load_policy
     from sppo.pair_batches import Batcher
+    from sppo.precision import resolve_precision
     from sppo.training import reference_logprobs, tokenize_pairs, train_policy
 
     cfg = TrainConfig(
@@ -78,7 +82,7 @@ def train_ours(
         ref = reference_logprobs(model, pairs, 4 * BATCH, tokenizer.pad_token_id).tolist()
         pairs = [replace(p, reference=tuple(r)) for p, r in zip(pairs, ref, strict=True)]
     start = time.perf_counter()
-    train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
+    train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False, precision=resolve_precision(precision))
     seconds = time.perf_counter() - start
     return seconds, Batcher(0, False).row_lengths(pairs), Batcher(0, shared_prompt).row_lengths(pairs)
 
@@ -152,6 +156,8 @@ def measure(ctx: Context) -> dict:
     gc.collect()
     separate_s, _, _ = train_ours(ctx, rows, shared_prompt=False)
     gc.collect()
+    bf16_s, _, _ = train_ours(ctx, rows, precision="bf16")
+    gc.collect()
     trl_s, trl_setup_s, trl_lengths = train_trl(ctx, rows)
 
     tokens = sum(lengths)  # prompt + response tokens of every chosen and rejected sequence, padding excluded
@@ -190,12 +196,30 @@ def measure(ctx: Context) -> dict:
             n / trl_s,
             note="train.shared_prompt=false: chosen and rejected in rows of their own, each with the prompt",
         ),
+        Row(
+            "pairs_per_s_bf16",
+            n / bf16_s,
+            "pairs/s",
+            "ours fp32",
+            n / ours_s,
+            note="precision bf16: autocast over fp32 master weights, fp32 log-softmax and loss, own reference pass",
+        ),
+        Row(
+            "bf16_x_limit",
+            bf16_s,
+            "s",
+            "compute limit",
+            flops / (ctx.best_gflops * 1e9),
+            target="<= 2.5x",
+            note=f"the bf16 run's seconds against its FLOPs at the best native GEMM ({ctx.best_gflops:.0f} GFLOP/s)",
+        ),
     ]
     details = {
         "pairs": n,
         "ours_s": ours_s,
         "ours_reference_given_s": given_s,
         "ours_separate_rows_s": separate_s,
+        "ours_bf16_s": bf16_s,
         "trl_s": trl_s,
         "trl_setup_s": trl_setup_s,
         "tokens": tokens,

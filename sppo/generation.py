@@ -6,8 +6,10 @@ same responses however the batches are later spread over workers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,17 +41,52 @@ class Completion:
 
 
 def sequence_logprob(tokens: Sequence[int], token_logprobs: Sequence[float], eos_logprobs: Sequence[float],
-                     eos_id: int, max_new_tokens: int) -> tuple[list[int], float, bool]:  # fmt: skip
-    """(response tokens, log pi(response + end-of-turn), finished) from a run of max_new_tokens + 1 steps.
+                     stop_ids: Collection[int], max_new_tokens: int) -> tuple[list[int], float, bool]:  # fmt: skip
+    """(response tokens, log pi(response + end-of-turn), finished) from a run of up to max_new_tokens + 1 steps.
 
     tokens[i] was sampled at step i with log-probability token_logprobs[i]; eos_logprobs[i] is the
-    end-of-turn's log-probability at step i. A response that ended by itself within max_new_tokens counts
-    its sampled end-of-turn; one cut at the limit counts the end-of-turn's probability one step past it."""
-    if eos_id in tokens[:max_new_tokens]:
-        n = tokens.index(eos_id)
-        return list(tokens[:n]), float(sum(token_logprobs[: n + 1])), True
-    n = max_new_tokens
-    return list(tokens[:n]), float(sum(token_logprobs[:n]) + eos_logprobs[n]), False
+    end-of-turn's log-probability at step i. A response that ended by itself within max_new_tokens (on any of
+    `stop_ids`: the end of turn, or another EOS id of the model's generation config) is finished; one cut at
+    the limit is not. Either way its log-probability is that of its tokens followed by the end-of-turn, which
+    is what training trains (the end-of-turn's probability where the response stopped or was cut)."""
+    n = next((i for i, t in enumerate(tokens[:max_new_tokens]) if t in stop_ids), None)
+    finished = n is not None
+    n = n if finished else max_new_tokens
+    if n >= len(eos_logprobs):
+        raise ValueError(
+            f"the engine stopped after {len(tokens)} of {max_new_tokens} tokens on a token outside the stop ids "
+            f"{sorted(stop_ids)}; every engine must stop on the same ids (sppo.generation.stop_token_ids)"
+        )
+    return list(tokens[:n]), float(sum(token_logprobs[:n]) + eos_logprobs[n]), finished
+
+
+def stop_token_ids(tokenizer, model_dir: str | Path) -> frozenset[int]:
+    """What ends an answer, the same for every engine: the tokenizer's end of turn and every EOS id the model's
+    generation config lists (Llama 3's lists <|end_of_text|> and <|eot_id|>; vLLM stops on them all)."""
+    ids = {tokenizer.eos_token_id}
+    try:
+        config = json.loads((Path(model_dir) / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    listed = config.get("eos_token_id")
+    ids.update(listed if isinstance(listed, list) else [listed] if isinstance(listed, int) else [])
+    return frozenset(i for i in ids if isinstance(i, int))
+
+
+def check_completions(completions: Sequence[Sequence[Completion]], sampling: Sampling, engine: str) -> None:
+    """Raise unless every completion carries what `sampling` asked for: with logprobs, its token ids (one per
+    counted token) and its log-probability. An engine that ignored the request would otherwise leave empty
+    token ids, and training would train on the end-of-turn alone."""
+    if not sampling.logprobs:
+        return
+    for index, per_prompt in enumerate(completions):
+        for c in per_prompt:
+            if c.logprob is None or len(c.token_ids) != c.num_tokens:
+                raise RuntimeError(
+                    f"generate.engine {engine!r} returned prompt {index}'s completion without the log-probabilities "
+                    f"and token ids it was asked for ({c.num_tokens} tokens, {len(c.token_ids)} ids, logprob "
+                    f"{c.logprob}); the engine must record them (Sampling.logprobs)"
+                )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from sppo.artifacts import decode_answers, encode_answers
-from sppo.config import GenerateConfig, load_recipe
+from sppo.config import load_recipe
+from sppo.generators import HFGeneratorConfig
 from sppo.prompts import load_splits
 from sppo.stages import evaluate
 from sppo.stages.base import prepare_base
@@ -37,8 +38,8 @@ def world(tmp_path, monkeypatch):
     layout = RunLayout(recipe.open_store(), "cache")
     prepare_base(recipe, layout.model_url(0))
     engines = []
-    build = GenerateConfig.build_engine
-    monkeypatch.setattr(GenerateConfig, "build_engine", lambda *a, **k: engines.append(1) or build(*a, **k))
+    build = HFGeneratorConfig.build
+    monkeypatch.setattr(HFGeneratorConfig, "build", lambda *a, **k: engines.append(1) or build(*a, **k))
     return recipe, layout, prompts, engines
 
 

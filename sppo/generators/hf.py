@@ -17,6 +17,7 @@ from sppo.generation import (
     batch_seed,
     generate_all,
     sequence_logprob,
+    stop_token_ids,
 )
 from sppo.generators.base import GeneratorSettings
 
@@ -49,6 +50,7 @@ class HFGenerator:
         if torch.cuda.is_available():
             self.model.to("cuda")
         self.request = request
+        self.stop_ids = stop_token_ids(self.tokenizer, request.model_dir)
         self.batch_size = request.batch_size
         self.max_prompt_tokens = request.max_prompt_tokens
         self.progress = progress
@@ -134,7 +136,7 @@ class HFGenerator:
             max_new_tokens=sampling.max_new_tokens + (1 if recorder else 0),
             num_return_sequences=sampling.num_samples,
             pad_token_id=pad_id,
-            eos_token_id=eos_id,
+            eos_token_id=sorted(self.stop_ids),  # the same stop ids as every engine
         )
         generated = out[:, width:]
         if recorder:
@@ -142,11 +144,12 @@ class HFGenerator:
         completions: list[list[Completion]] = [[] for _ in rows]
         for row, tokens in enumerate(generated.tolist()):
             if recorder:
-                args = (tokens, token_lps[row], eos_lps[row], eos_id, sampling.max_new_tokens)
+                args = (tokens, token_lps[row], eos_lps[row], self.stop_ids, sampling.max_new_tokens)
                 tokens, logprob, finished = sequence_logprob(*args)
             else:
-                finished, logprob = eos_id in tokens, None
-                tokens = tokens[: tokens.index(eos_id)] if finished else tokens
+                stop = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
+                finished, logprob = stop is not None, None
+                tokens = tokens[:stop] if finished else tokens
             text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
             completions[row // sampling.num_samples].append(
                 Completion(text, len(tokens), finished, tuple(tokens), logprob)

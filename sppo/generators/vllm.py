@@ -28,6 +28,7 @@ from sppo.generation import (
     batch_seed,
     generate_all,
     sequence_logprob,
+    stop_token_ids,
 )
 from sppo.generators.base import GeneratorSettings
 from sppo.machine import GIB, memory_now
@@ -271,6 +272,7 @@ class VLLMGenerator:
                 )
                 plan = KVPlan(smaller, max(1, min(batch, smaller // max(per_sequence, 1))), "halved after a refusal")
         self.tokenizer = self.llm.get_tokenizer()
+        self.stop_ids = stop_token_ids(self.tokenizer, request.model_dir)
         self.precision = precision
         self.kv_plan = plan
         self.batch_size = request.batch_size
@@ -310,6 +312,7 @@ class VLLMGenerator:
                     top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
                     max_tokens=sampling.max_new_tokens + (1 if sampling.logprobs else 0),
                     seed=request_seed(seed, row),
+                    stop_token_ids=sorted(self.stop_ids),  # the same stop ids as every engine
                     skip_special_tokens=True,
                     **extra,
                 )
@@ -327,14 +330,15 @@ class VLLMGenerator:
 
     def _completion(self, choice, sampling: Sampling, eos_id: int) -> Completion:
         if not sampling.logprobs:
-            tokens = [t for t in choice.token_ids if t != eos_id]
+            tokens = [t for t in choice.token_ids if t not in self.stop_ids]
             finished = choice.finish_reason == "stop"
             logprob = None
         else:
             sampled = list(choice.token_ids)
             token_lps = [step[t].logprob for step, t in zip(choice.logprobs, sampled, strict=True)]
             eos_lps = [step[eos_id].logprob for step in choice.logprobs]
-            tokens, logprob, finished = sequence_logprob(sampled, token_lps, eos_lps, eos_id, sampling.max_new_tokens)
+            args = (sampled, token_lps, eos_lps, self.stop_ids, sampling.max_new_tokens)
+            tokens, logprob, finished = sequence_logprob(*args)
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         return Completion(text, len(tokens), finished, tuple(tokens), logprob)
 

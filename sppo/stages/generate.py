@@ -17,6 +17,7 @@ from sppo.generation import (
     EngineRequest,
     Sampling,
     chat_prompt_text,
+    check_completions,
     completions_in_prompt_order,
     count_truncated,
     plan_generation,
@@ -99,6 +100,7 @@ def generate(
         started = time.time()
         per_batch = runner(make_worker, batches, progress=progress)
         completions = completions_in_prompt_order(batches, per_batch, len(prompts))
+        check_completions(completions, sampling, g.engine.type)
         seconds = time.time() - started
         rows = [
             {
