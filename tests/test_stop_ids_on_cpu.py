@@ -13,6 +13,8 @@ from sppo.models import load_policy
 from sppo.training import reference_logprobs, tokenize_pairs
 
 EOS, OTHER = 2, 7
+PROMPTS = ["Name a colour.", "Count to three."]
+SAMPLING = Sampling(4, 0.7, 0.9, 12, seed=1, logprobs=True)  # the recipe's temperature and top-p
 
 
 def test_a_response_ends_at_the_first_stop_id_with_the_end_of_turns_probability():
@@ -34,9 +36,10 @@ def two_eos_model(tiny_model_dir, tmp_path_factory):
     on it as Llama 3's stop on <|end_of_text|> beside <|eot_id|>."""
     from sppo.generators import HFGeneratorConfig
 
-    engine = HFGeneratorConfig().build(EngineRequest(str(tiny_model_dir), 8, 64, 6))
-    sampled = engine.generate(["Name a colour.", "Count to three."], Sampling(4, 1.0, 1.0, 6, seed=0))
-    common = Counter(t for cs in sampled for c in cs for t in engine.tokenizer.encode(c.text)).most_common(1)[0][0]
+    engine = HFGeneratorConfig().build(EngineRequest(str(tiny_model_dir), 8, 64, 12))
+    # The same seeded sampling as the test below: it samples this token, so with it as a stop id answers end there.
+    sampled = engine.generate(PROMPTS, SAMPLING)
+    common = Counter(t for cs in sampled for c in cs for t in c.token_ids[:3]).most_common(1)[0][0]
     folder = tmp_path_factory.mktemp("two-eos") / "model"
     shutil.copytree(tiny_model_dir, folder)
     config = json.loads((folder / "generation_config.json").read_text())
@@ -51,8 +54,8 @@ def test_the_hf_engine_stops_on_every_eos_id_of_the_generation_config(two_eos_mo
     folder, other = two_eos_model
     engine = HFGeneratorConfig().build(EngineRequest(str(folder), 8, 64, 12))
     assert stop_token_ids(engine.tokenizer, folder) == {engine.tokenizer.eos_token_id, other}
-    prompts = ["Name a colour.", "Count to three."]
-    out = engine.generate(prompts, Sampling(4, 0.7, 0.9, 12, seed=1, logprobs=True))
+    prompts = PROMPTS
+    out = engine.generate(prompts, SAMPLING)
     completions = [c for cs in out for c in cs]
     assert any(c.finished and c.num_tokens < 12 for c in completions)
     assert all(other not in c.token_ids and engine.tokenizer.eos_token_id not in c.token_ids for c in completions)
