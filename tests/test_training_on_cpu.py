@@ -222,8 +222,8 @@ def test_generation_logprobs_are_the_reference_pass(tiny_model_dir):
         biased.bias[engine.tokenizer.eos_token_id] = 8.0
     engine.model.set_output_embeddings(biased)
     prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three.", "Write a word."]
-    # At the recipe's temperature and top-p: the log-probs returned must be the raw (temperature 1) ones.
-    completions = engine.generate(prompts, Sampling(2, 0.7, 0.9, 12, seed=5, logprobs=True))
+    # Temperature 1 here keeps both endings with this bias; tests/test_stop_ids_on_cpu.py checks the same at 0.7.
+    completions = engine.generate(prompts, Sampling(2, 1.0, 0.95, 12, seed=5, logprobs=True))
     rows = [
         {"prompt_id": f"p{i}", "prompt": p, "chosen": cs[0].text, "rejected": cs[1].text,
          "chosen_token_ids": list(cs[0].token_ids), "rejected_token_ids": list(cs[1].token_ids),

@@ -133,45 +133,6 @@ def _squeezed(monkeypatch, model_dir, sequences: int, max_model_len: int) -> Non
     monkeypatch.setattr(engine_module, "memory_now", lambda: Memory(free, free, None, None))
 
 
-def test_vllm_stops_on_every_eos_id_as_the_hf_engine_does(engine, vllm_model_dir, tmp_path):
-    """A second EOS id in the generation config (as Llama 3's): an answer that stops on it is finished, and its
-    log-probability is still training's for its tokens + end of turn (this crashed with an IndexError)."""
-    import shutil
-    from collections import Counter
-
-    import torch
-
-    from sppo.generation import Sampling, chat_prompt_ids
-    from sppo.generators import VLLMGeneratorConfig
-    from sppo.models import load_policy
-    from sppo.training import TokenizedPair, reference_logprobs
-
-    prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three."]
-    sampled = engine.generate(prompts, Sampling(2, 0.7, 0.9, 10, seed=3, logprobs=True))
-    other = Counter(t for cs in sampled for c in cs for t in c.token_ids).most_common(1)[0][0]
-    folder = tmp_path / "two-eos"
-    shutil.copytree(vllm_model_dir, folder)
-    config = json.loads((folder / "generation_config.json").read_text())
-    config["eos_token_id"] = [engine.tokenizer.eos_token_id, other]
-    (folder / "generation_config.json").write_text(json.dumps(config))
-    two = VLLMGeneratorConfig(cpu_kv_cache_gib=1).build(EngineRequest(str(folder), 8, 64, 10, threads=1))
-    try:
-        completions = two.generate(prompts, Sampling(2, 0.7, 0.9, 10, seed=3, logprobs=True))
-    finally:
-        two.close()
-    assert any(c.finished and c.num_tokens < 10 for cs in completions for c in cs)
-    assert all(other not in c.token_ids for cs in completions for c in cs)
-    model, tokenizer = load_policy(folder)
-    eos = tokenizer.eos_token_id
-    pairs = [
-        TokenizedPair(f"p{i}", chat_prompt_ids(tokenizer, p), [*cs[0].token_ids, eos], [*cs[1].token_ids, eos], {})
-        for i, (p, cs) in enumerate(zip(prompts, completions, strict=True))
-    ]
-    computed = reference_logprobs(model, pairs, 4, tokenizer.pad_token_id)
-    returned = torch.tensor([[cs[0].logprob, cs[1].logprob] for cs in completions])
-    torch.testing.assert_close(returned, computed, rtol=0, atol=1e-3)
-
-
 def test_an_engine_short_of_memory_samples_the_same_tokens(engine, vllm_model_dir, monkeypatch):
     """Less free memory: a smaller KV cache and fewer sequences at once (the rest queue), the same completions."""
     from sppo.generation import Sampling
@@ -189,6 +150,51 @@ def test_an_engine_short_of_memory_samples_the_same_tokens(engine, vllm_model_di
         assert tight.generate_batches(batches, sampling) == roomy
     finally:
         tight.close()
+
+
+def test_vllm_stops_on_every_eos_id_as_the_hf_engine_does(vllm_model_dir, tmp_path):
+    """A second EOS id in the generation config (as Llama 3's): an answer that stops on it is finished, and its
+    log-probability is still training's for its tokens + end of turn (this crashed with an IndexError)."""
+    import shutil
+    from collections import Counter
+
+    import torch
+
+    from sppo.generation import Sampling, chat_prompt_ids
+    from sppo.generators import VLLMGeneratorConfig
+    from sppo.models import load_policy
+    from sppo.training import TokenizedPair, reference_logprobs
+
+    prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three."]
+    # Engines of its own: closing one leaves the module's shared engine unusable (vLLM's process-wide state).
+    one = VLLMGeneratorConfig(cpu_kv_cache_gib=1).build(EngineRequest(str(vllm_model_dir), 8, 64, 10, threads=1))
+    try:
+        sampled = one.generate(prompts, Sampling(2, 0.7, 0.9, 10, seed=3, logprobs=True))
+        eos_id = one.tokenizer.eos_token_id
+    finally:
+        one.close()
+    other = Counter(t for cs in sampled for c in cs for t in c.token_ids).most_common(1)[0][0]
+    folder = tmp_path / "two-eos"
+    shutil.copytree(vllm_model_dir, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    config["eos_token_id"] = [eos_id, other]
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    two = VLLMGeneratorConfig(cpu_kv_cache_gib=1).build(EngineRequest(str(folder), 8, 64, 10, threads=1))
+    try:
+        completions = two.generate(prompts, Sampling(2, 0.7, 0.9, 10, seed=3, logprobs=True))
+    finally:
+        two.close()
+    assert any(c.finished and c.num_tokens < 10 for cs in completions for c in cs)
+    assert all(other not in c.token_ids for cs in completions for c in cs)
+    model, tokenizer = load_policy(folder)
+    eos = tokenizer.eos_token_id
+    pairs = [
+        TokenizedPair(f"p{i}", chat_prompt_ids(tokenizer, p), [*cs[0].token_ids, eos], [*cs[1].token_ids, eos], {})
+        for i, (p, cs) in enumerate(zip(prompts, completions, strict=True))
+    ]
+    computed = reference_logprobs(model, pairs, 4, tokenizer.pad_token_id)
+    returned = torch.tensor([[cs[0].logprob, cs[1].logprob] for cs in completions])
+    torch.testing.assert_close(returned, computed, rtol=0, atol=1e-3)
 
 
 def test_a_refused_kv_cache_is_retried_with_half(vllm_model_dir, monkeypatch, caplog):
