@@ -220,6 +220,12 @@ class RecipeConfig(Settings):
         "its hash too. 'auto': sha256 on a local store, sizes on a remote one (hashing there downloads every byte; "
         "each stage still checks the sha256 of every input it reads).",
     )
+    max_iterations: int = Field(
+        3,
+        ge=1,
+        description="The campaign's length: `iteration: next` (a scheduled run) works on the first unfinished "
+        "iteration up to this one, and does nothing past it. 3, as in the paper.",
+    )
     threads: int | None = Field(None, description="torch CPU threads; None keeps torch's default.")
     precision: PrecisionSetting = Field(
         "auto",

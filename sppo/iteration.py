@@ -44,6 +44,16 @@ def starting_policy(layout: RunLayout, iteration: int) -> str:
     return url
 
 
+def next_iteration(layout: RunLayout, max_iterations: int) -> int | None:
+    """The first iteration of the run whose evaluate stage has not committed, or None once all
+    `max_iterations` have. What a scheduled run (`iteration: next`) works on: each run advances the
+    campaign by one iteration, and a run interrupted mid-iteration is finished by the next one."""
+    for iteration in range(1, max_iterations + 1):
+        if layout.store.manifest(layout.stage_url(iteration, "evaluate")) is None:
+            return iteration
+    return None
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -111,9 +111,54 @@ def test_each_iteration_publishes_its_artifacts_under_the_runs_keys(smoke_run):
 
 def test_flow_runs_are_named_after_the_run_and_iteration():
     from flows.sppo_campaign import sppo_campaign
+    from flows.sppo_iteration import run_name
 
-    assert sppo_iteration.flow_run_name.format(run="smoke", iteration=3) == "smoke-iter-003"
+    assert run_name("smoke", 3) == "smoke-iter-003" and run_name("smoke", "next") == "smoke-iter-next"
     assert sppo_campaign.flow_run_name.format(run="smoke", iterations=3) == "smoke-iters-1-3"
+
+
+def test_next_iteration_is_the_first_without_a_committed_evaluate(smoke_run):
+    from sppo.iteration import next_iteration
+
+    layout, _, _ = smoke_run
+    assert next_iteration(layout, 5) == 3
+    assert next_iteration(layout, 2) is None
+    assert next_iteration(RunLayout(layout.store, "fresh"), 3) == 1
+    # An iteration that stopped before evaluate committed is the next one, whatever it left behind.
+    chain = RunLayout(layout.store, "chain")
+    for stage in ("generate", "model", "evaluate"):
+        layout.store.copy_stage(layout.stage_url(1, stage), chain.stage_url(1, stage))
+    layout.store.copy_stage(layout.stage_url(2, "generate"), chain.stage_url(2, "generate"))
+    assert next_iteration(chain, 3) == 2
+
+
+def test_next_past_max_iterations_completes_saying_so(smoke_run):
+    from prefect.client.orchestration import get_client
+
+    layout, overrides, _ = smoke_run
+    run_folder = Path(layout.store.path_of(layout.store.join("smoke")))
+    before = sorted(run_folder.rglob("*"))
+    state = sppo_iteration(
+        run="smoke", iteration="next", config=SMOKE, overrides=[*overrides, "max_iterations=2"], return_state=True
+    )
+    assert state.is_completed() and state.result() is None
+    assert state.message.startswith("run 'smoke' has finished all 2 iterations of its recipe (max_iterations)")
+    assert sorted(run_folder.rglob("*")) == before, "nothing was written"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).name == "smoke-iter-next"
+
+
+def test_command_line_next_runs_the_first_unfinished_iteration(smoke_run, capsys):
+    from flows.sppo_iteration import main
+
+    _, overrides, _ = smoke_run
+    args = ["--run", "smoke", "--iteration", "next", "--config", SMOKE]
+    assert main([*args, *(f"--set={o}" for o in [*overrides, "max_iterations=2"])]) == 0
+    assert "has finished all 2 iterations" in capsys.readouterr().out
+    assert main([*args, "--set", "max_iterations=x", *(f"--set={o}" for o in overrides)]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["--run", "smoke", "--iteration", "last", "--config", SMOKE])
+    assert "expected a number or 'next', got 'last'" in capsys.readouterr().err
 
 
 def test_iteration_without_previous_model_fails_clearly(smoke_run):

@@ -155,18 +155,25 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def prefect_stack(home: Path, pool: str = "sppo-cpu") -> Iterator[Stack]:
-    """A server on a free port, the work pool, and a process worker serving it; all stopped after."""
+def prefect_server(home: Path, pool: str = "sppo-cpu") -> Iterator[Stack]:
+    """A server on a free port with the work pool; stopped after."""
     stack = Stack(home, free_port())
     server = stack.start("server", "server", "start", "--host", "127.0.0.1", "--port", stack.ui.rsplit(":", 1)[1])
-    worker = None
     try:
         _wait_healthy(stack, server)
         made = stack.cli("work-pool", "create", pool, "--type", "process")
         assert made.returncode == 0, made.stdout + made.stderr
-        worker = stack.start("worker", "worker", "start", "--pool", pool, "--type", "process", "--limit", "1")
         yield stack
     finally:
-        if worker is not None:
-            _stop(worker)
         _stop(server)
+
+
+@contextlib.contextmanager
+def prefect_stack(home: Path, pool: str = "sppo-cpu") -> Iterator[Stack]:
+    """A server on a free port, the work pool, and a process worker serving it; all stopped after."""
+    with prefect_server(home, pool) as stack:
+        worker = stack.start("worker", "worker", "start", "--pool", pool, "--type", "process", "--limit", "1")
+        try:
+            yield stack
+        finally:
+            _stop(worker)

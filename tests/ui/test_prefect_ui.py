@@ -42,7 +42,7 @@ class Runs:
         self.stack, self.store = stack, store
         self.ids: dict[str, str] = {}
 
-    def start(self, iteration: int, *overrides: str) -> str:
+    def start(self, iteration: int | str, *overrides: str) -> str:
         parameters = {
             "run": RUN,
             "iteration": iteration,
@@ -83,8 +83,9 @@ def runs(tmp_path_factory) -> Iterator[Runs]:
 
 def crash_after_generate(runs: Runs) -> str:
     """Start iteration 3 (trained 6 epochs, so it lasts a while) and SIGKILL its flow-run process, whose pid
-    is in the iteration's lock, once generate has committed."""
-    run_id = runs.start(3, "train.epochs=6")
+    is in the iteration's lock, once generate has committed. Started as a schedule starts it, with `next`:
+    iterations 1 and 2 are done, so it works on (and is renamed after) iteration 3."""
+    run_id = runs.start("next", "train.epochs=6")
     manifest = runs.stage_dir(3, "generate") / "manifest.json"
     deadline = time.monotonic() + 300
     while not manifest.exists():
