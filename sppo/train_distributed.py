@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sppo.artifacts import TRAIN_LOG
 from sppo.config import RecipeConfig
+from sppo.job_output import TracebackJoiner
 from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def job_failure(code: int, mistake: str | None, last_lines: list[str]) -> Except
 def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> tuple[int, str | None, list[str]]:
     """Run `cmd`, logging each line of its output; returns (exit code, the mistake it named, its last lines)."""
     mistake, last = None, collections.deque(maxlen=15)
+    tracebacks = TracebackJoiner()  # a rank's traceback as one log entry, not one per line
     with subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
     ) as job:
@@ -98,7 +100,8 @@ def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> t
             line = raw.rstrip()
             if not line:
                 continue
-            log.info("%s", line)
+            for entry in tracebacks.feed(line):
+                log.info("%s", entry)
             if MISTAKE_MARK in line:
                 mistake = line.split(MISTAKE_MARK, 1)[1].strip()
             step = _PROGRESS.search(line)
@@ -106,4 +109,6 @@ def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> t
                 progress(int(step.group(1)), int(step.group(2)))
             elif not step:
                 last.append(line)
+    for entry in tracebacks.flush():
+        log.info("%s", entry)
     return job.returncode, mistake, list(last)

@@ -3,7 +3,9 @@ the URI of the folder it committed: models and tables never pass through Prefect
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from prefect import get_run_logger, task
@@ -18,6 +20,7 @@ from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
 from sppo.store import Manifest
+from tasks.failures import StageCrash, as_stage_failure
 from tasks.progress import ProgressArtifact
 
 
@@ -26,13 +29,31 @@ def _transient(task, task_run, state) -> bool:
     full disk (ENOSPC; the library names the path as a DiskFullError, a ValueError, where it can)."""
     try:
         state.result()
-    except ValueError:
-        return False
-    except OSError as err:
-        return err.errno != errno.ENOSPC
-    except Exception:  # noqa: BLE001 - anything else may pass on a second try
-        return True
+    except StageCrash as crash:
+        return _worth_retrying(crash.__cause__)
+    except Exception as err:  # noqa: BLE001 - judged below
+        return _worth_retrying(err)
     return False
+
+
+def _worth_retrying(err: BaseException | None) -> bool:
+    if isinstance(err, ValueError):  # StageMistake and every mistake the library names
+        return False
+    if isinstance(err, OSError):
+        return err.errno != errno.ENOSPC
+    return True  # anything else may pass on a second try
+
+
+@contextlib.contextmanager
+def _reported(stage: str) -> Iterator[None]:
+    """A failure becomes one ERROR line naming the stage, the cause and what to do: the first error a
+    reader of the run's log meets, and the task's and flow run's state message (tasks/failures.py)."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - re-raised, wrapped
+        failure = as_stage_failure(stage, err)
+        get_run_logger().error("%s", failure)
+        raise failure from err
 
 
 # Skipping finished work is the manifests' job (store.commit_stage), not Prefect's result cache.
@@ -76,7 +97,8 @@ def _done(manifest: Manifest, out: str) -> StageResult:
 
 @task(name="prepare-base", **STAGE)
 def prepare_base_task(recipe: RecipeConfig, out: str) -> StageResult:
-    return _done(prepare_base(recipe, out), out)
+    with _reported("prepare-base"):
+        return _done(prepare_base(recipe, out), out)
 
 
 @task(name="generate", **STAGE)
@@ -85,27 +107,32 @@ def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -
     shape = recipe.generate.engine.engine_shape(c.cpus_per_worker, c.gpus_per_worker)
     runner = _runner(c, c.generate_workers, shape)
     progress = ProgressArtifact(f"generate, iteration {iteration}: generation batches done")
-    return _done(generate(recipe, policy, iteration, out, runner, progress), out)
+    with _reported("generate"):
+        return _done(generate(recipe, policy, iteration, out, runner, progress), out)
 
 
 @task(name="rank", **STAGE)
 def rank_task(recipe: RecipeConfig, generations: str, out: str) -> StageResult:
     c = recipe.compute
     runner = _runner(c, c.rank_workers, recipe.judge.engine_shape(c.cpus_per_worker, c.gpus_per_worker))
-    return _done(rank(recipe, generations, out, runner), out)
+    with _reported("rank"):
+        return _done(rank(recipe, generations, out, runner), out)
 
 
 @task(name="build-parquet", **STAGE)
 def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> StageResult:
-    return _done(build_dataset(recipe, preferences, out), out)
+    with _reported("build-parquet"):
+        return _done(build_dataset(recipe, preferences, out), out)
 
 
 @task(name="train", **STAGE)
 def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> StageResult:
     progress = ProgressArtifact(f"train: optimizer steps done ({out})")
-    return _done(train(recipe, dataset, policy, out, progress), out)
+    with _reported("train"):
+        return _done(train(recipe, dataset, policy, out, progress), out)
 
 
 @task(name="evaluate", **STAGE)
 def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> StageResult:
-    return _done(evaluate(recipe, policy, reference, base, out, cache), out)
+    with _reported("evaluate"):
+        return _done(evaluate(recipe, policy, reference, base, out, cache), out)

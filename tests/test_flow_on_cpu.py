@@ -180,20 +180,22 @@ def test_command_line_reports_mistakes_without_a_traceback(tmp_path, capsys):
 def test_tasks_retry_crashes_but_not_mistakes():
     from prefect import flow, task
 
-    from tasks.stages import STAGE
+    from tasks.stages import STAGE, _reported
 
     calls = {"mistake": 0, "crash": 0}
 
     @task(**{**STAGE, "retry_delay_seconds": 0})
     def mistake():
         calls["mistake"] += 1
-        raise ValueError("bad recipe field")
+        with _reported("train"):
+            raise ValueError("bad recipe field")
 
     @task(**{**STAGE, "retry_delay_seconds": 0})
     def crash_once():
         calls["crash"] += 1
         if calls["crash"] == 1:
-            raise OSError("store unreachable")
+            with _reported("generate"):
+                raise OSError("store unreachable")
         return "ok"
 
     @flow
@@ -204,6 +206,43 @@ def test_tasks_retry_crashes_but_not_mistakes():
 
     both()
     assert calls == {"mistake": 1, "crash": 2}
+
+
+def test_a_failed_stage_is_one_error_line_naming_the_stage_the_cause_and_what_to_do():
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterLevel
+    from prefect.client.schemas.sorting import LogSort
+    from prefect.logging.handlers import APILogWorker
+
+    from sppo.config import ConfigError
+    from tasks.stages import STAGE, _reported
+
+    cause = "train.deepspeed.config: configs/deepspeed/none.json does not exist"
+
+    @task(name="train", **{**STAGE, "retry_delay_seconds": 0})
+    def train_stage():
+        with _reported("train"):
+            raise ConfigError(cause)
+
+    @flow
+    def failing():
+        train_stage()
+
+    state = failing(return_state=True)
+    line = f"train failed: {cause} (not retried: fix what it names and run the iteration again"
+    assert state.is_failed() and line in state.message
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        errors = client.read_logs(
+            LogFilter(
+                flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id]), level=LogFilterLevel(ge_=40)
+            ),
+            sort=LogSort.TIMESTAMP_ASC,
+        )
+    assert errors[0].message.startswith(line) and "\n" not in errors[0].message
+    # The traceback follows in one entry (Prefect's), holding the cause's own traceback.
+    assert any("Traceback" in e.message and f"ConfigError: {cause}" in e.message for e in errors[1:])
 
 
 def test_changed_recipe_redoes_only_what_depends_on_it_into_a_new_version(smoke_run):

@@ -122,6 +122,15 @@ class Stack:
             if len(page) < 200:
                 return messages
 
+    def errors_of(self, flow_run_id: str) -> list[str]:
+        """The ERROR (and worse) log entries of a flow run, oldest first."""
+        body = {
+            "logs": {"flow_run_id": {"any_": [flow_run_id]}, "level": {"ge_": 40}},
+            "sort": "TIMESTAMP_ASC",
+            "limit": 200,
+        }
+        return [row["message"] for row in self.post("/logs/filter", body)]
+
     def artifacts(self, key: str | None = None, flow_run_id: str | None = None) -> list[dict]:
         body: dict[str, Any] = {"artifacts": {}, "sort": "CREATED_DESC"}
         if key:

@@ -287,9 +287,15 @@ def test_failed_run_shows_its_cause_and_was_not_retried(runs, browser):
     assert CAUSE in train["state"]["message"]
     # The training job's own traceback is in the task's log, not only in the worker's output.
     logs = runs.stack.logs_of(run_id)
-    assert any(line.startswith("ValueError: ") and CAUSE in line for line in logs)
-    open_page(browser, runs, f"/runs/flow-run/{run_id}", shows("Failed", CAUSE))
-    scroll_to(browser, CAUSE)
+    assert any("ValueError: " in entry and CAUSE in entry for entry in logs)
+    # The first error a reader meets is the cause in one line: the stage, what went wrong, what to do.
+    first_error = runs.stack.errors_of(run_id)[0]
+    assert first_error.startswith("train failed: ") and CAUSE in first_error and "not retried" in first_error
+    assert "\n" not in first_error
+    # The job's traceback is one entry, not one per line.
+    assert not any(entry.strip().startswith('File "') for entry in logs), "a traceback was split into lines"
+    open_page(browser, runs, f"/runs/flow-run/{run_id}", shows("Failed", "train failed: "))
+    scroll_to(browser, "train failed: ")
     screenshot(browser, "failed-run-logs")
 
 
