@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sppo.artifacts import METRICS_FILE, STAGES
+from sppo.metrics_table import answer_cells, iteration_row
 from sppo.store import ArtifactStore, RunLayout
 
 # Everything below this line in an existing report is kept when the report is written again.
@@ -22,8 +23,7 @@ class IterationResult:
     vs_previous: dict
     policy: dict
     base: dict
-    train_loss: float | None
-    minutes: float | None  # the iteration's stage times summed (not Prefect's start-up)
+    row: dict[str, str]  # sppo.metrics_table's row: what every table of this iteration shows
 
 
 def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]:
@@ -35,7 +35,8 @@ def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]
         while store.manifest(layout.stage_url(iteration, "evaluate")) is not None:
             metrics = json.loads(store.read_bytes(f"{layout.stage_url(iteration, 'evaluate')}/{METRICS_FILE}"))
             model = store.manifest(layout.model_url(iteration))
-            stages = [store.manifest(layout.stage_url(iteration, s)) for s in STAGES]
+            stages = {s: store.manifest(layout.stage_url(iteration, s)) for s in STAGES}
+            seconds = {s: m.seconds if m else None for s, m in stages.items()}
             results.append(
                 IterationResult(
                     label=label,
@@ -44,22 +45,25 @@ def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]
                     vs_previous=metrics["vs_reference"],
                     policy=metrics["policy"],
                     base=metrics.get("base", {}),
-                    train_loss=model.info.get("mean_loss") if model else None,
-                    minutes=sum(m.seconds for m in stages if m) / 60,
+                    row=iteration_row(iteration, metrics, model.info if model else None, seconds),
                 )
             )
             iteration += 1
     return results
 
 
-def _rate(h2h: dict | None) -> str:
-    if not h2h or not h2h.get("n"):
-        return "-"
-    return f"{h2h['win_rate']:.3f} [{h2h['ci95_low']:.3f}, {h2h['ci95_high']:.3f}]"
-
-
-def _num(value, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+# The report's columns, in its order; "minutes" is the iteration's stage times summed (not Prefect's start-up).
+REPORT_COLUMNS = (
+    "win vs base [95%]",
+    "win vs previous [95%]",
+    "vs base, similar length [95%]",
+    "constraints met",
+    "mean tokens",
+    "loops",
+    "empty",
+    "train loss",
+    "minutes",
+)
 
 
 def markdown_table(results: list[IterationResult]) -> str:
@@ -69,19 +73,10 @@ def markdown_table(results: list[IterationResult]) -> str:
     )
     rows = [head, "|" + "---|" * 11]
     if results:  # the base model itself, as iteration 0 (the same answers in every run)
-        b = results[0].base
-        rows.append(
-            f"| base | 0 | - | - | - | {_num(b.get('constraint_pass_rate'))} | "
-            f"{_num(b.get('mean_response_tokens'), 1)} | {_num(b.get('loop_rate'))} | "
-            f"{_num(b.get('empty_rate'))} | - | - |"
-        )
+        base = {c: "-" for c in REPORT_COLUMNS} | answer_cells(results[0].base)
+        rows.append("| base | 0 | " + " | ".join(base[c] for c in REPORT_COLUMNS) + " |")
     for r in results:
-        rows.append(
-            f"| {r.label} | {r.iteration} | {_rate(r.vs_base)} | {_rate(r.vs_previous)} | "
-            f"{_rate(r.vs_base.get('by_length', {}).get('similar'))} | {_num(r.policy.get('constraint_pass_rate'))} | "
-            f"{_num(r.policy.get('mean_response_tokens'), 1)} | {_num(r.policy.get('loop_rate'))} | "
-            f"{_num(r.policy.get('empty_rate'))} | {_num(r.train_loss, 4)} | {_num(r.minutes, 1)} |"
-        )
+        rows.append(f"| {r.label} | {r.iteration} | " + " | ".join(r.row[c] for c in REPORT_COLUMNS) + " |")
     return "\n".join(rows)
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import (
@@ -31,10 +29,12 @@ from prefect.artifacts import (
 )
 
 from sppo.artifacts import BEST_FILE, MANIFEST, METRICS_FILE, PAIRS, STAGES, TRAIN_FILE, read_rows
+from sppo.metrics_table import STAGE_LABELS, num
 from sppo.report import IterationResult, collect, plot
 from sppo.store import ArtifactStore, RunLayout
 
-STAGE_LABELS = {"generate": "generate", "rank": "rank", "dataset": "build", "model": "train", "evaluate": "evaluate"}
+# The artifact shows each stage's minutes and the mean loss; `sppo runs compare` shows the other two.
+ARTIFACT_OMITS = ("loss first/final/mean", "minutes")
 # A presigned S3 URL lives at most 7 days (SigV4): older plots in a key's history stop loading after that;
 # the PNG itself stays in the store under <run>/ui/.
 PRESIGNED_SECONDS = 7 * 24 * 3600
@@ -51,45 +51,9 @@ def artifact_key(run: str) -> str:
     return key
 
 
-def num(value: Any, digits: int = 3) -> str:
-    """A number as a person reads it: "-" for a missing or non-finite value."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-def rate(h2h: dict | None) -> str:
-    """ "0.625 [0.412, 0.838]": a win rate with its 95% interval, "-" without prompts."""
-    if not h2h or not h2h.get("n") or h2h.get("win_rate") is None:
-        return "-"
-    return f"{num(h2h['win_rate'])} [{num(h2h.get('ci95_low'))}, {num(h2h.get('ci95_high'))}]"
-
-
-def stage_minutes(store: ArtifactStore, layout: RunLayout, iteration: int) -> dict[str, str]:
-    minutes = {}
-    for stage in STAGES:
-        manifest = store.manifest(layout.stage_url(iteration, stage))
-        minutes[f"{STAGE_LABELS[stage]} min"] = num(manifest.seconds / 60, 2) if manifest else "-"
-    return minutes
-
-
-def metrics_rows(store: ArtifactStore, layout: RunLayout, results: list[IterationResult]) -> list[dict[str, str]]:
-    """One row per finished iteration, every cell a string."""
-    return [
-        {
-            "iteration": str(r.iteration),
-            "win vs previous [95%]": rate(r.vs_previous),
-            "win vs base [95%]": rate(r.vs_base),
-            "vs base, similar length [95%]": rate(r.vs_base.get("by_length", {}).get("similar")),
-            "constraints met": num(r.policy.get("constraint_pass_rate")),
-            "mean tokens": num(r.policy.get("mean_response_tokens"), 1),
-            "loops": num(r.policy.get("loop_rate")),
-            "empty": num(r.policy.get("empty_rate")),
-            "train loss": num(r.train_loss, 4),
-            **stage_minutes(store, layout, r.iteration),
-        }
-        for r in results
-    ]
+def metrics_rows(results: list[IterationResult]) -> list[dict[str, str]]:
+    """One row per finished iteration, every cell a string (sppo.metrics_table), in the artifact's columns."""
+    return [{c: r.row[c] for c in r.row if c not in ARTIFACT_OMITS} for r in results]
 
 
 def browser_url(store: ArtifactStore, url: str) -> str:
@@ -210,7 +174,7 @@ def publish_iteration(store_root: str, run: str, iteration: int) -> None:
     best = "" if store.exists(store.join(run, BEST_FILE)) else f" No best model marked: `python -m sppo best {run} N`."
     create_table_artifact(
         key=f"{key}-metrics",
-        table=metrics_rows(store, layout, results),
+        table=metrics_rows(results),
         description=f"Run {run}, {span}: win rates of pi_t against pi_(t-1) and the base on "
         "held-out prompts (ties count 1/2), the same on prompts where both answers have similar length, "
         f"pi_t's answers, and each stage's minutes.{best}",

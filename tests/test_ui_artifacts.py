@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from sppo.metrics_table import num, rate
 from sppo.store import ArtifactStore, Manifest, RunLayout
-from tasks.artifacts import artifact_key, metrics_rows, num, rate, samples_markdown
+from tasks.artifacts import artifact_key, metrics_rows, samples_markdown
 
 KEY_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -85,7 +86,7 @@ def test_metrics_rows_and_samples_read_as_a_person_reads_them(tmp_path):
 
     layout = RunLayout(ArtifactStore(tmp_path), "r")
     _write_iteration(layout, 1, METRICS)
-    rows = metrics_rows(layout.store, layout, collect(layout.store, {"r": "r"}))
+    rows = metrics_rows(collect(layout.store, {"r": "r"}))
     assert len(rows) == 1 and all(isinstance(v, str) for v in rows[0].values())
     row = rows[0]
     assert row["win vs base [95%]"] == "0.625 [0.300, 0.900]"

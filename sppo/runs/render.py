@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from sppo.artifacts import MANIFEST, STAGES
+from sppo.metrics_table import answer_cells, iteration_row, num, rate
 from sppo.runs.best import check_best
 from sppo.runs.status import (
     BEST_FILE,
@@ -36,7 +37,8 @@ def table(headers: list[str], rows: list[list[str]], indent: str = "  ") -> str:
     return "\n".join(lines)
 
 
-def _num(value: Any, digits: int = 3) -> str:
+def _value(value: Any, digits: int = 3) -> str:
+    """A manifest's value as it is: numbers formatted, counts and text unchanged (metrics use metrics_table.num)."""
     if value is None:
         return "-"
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -44,14 +46,18 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _rate(h2h: dict[str, Any] | None) -> str:
-    if not h2h or h2h.get("win_rate") is None:
-        return "-"
-    return f"{h2h['win_rate']:.3f} [{_num(h2h.get('ci95_low'))}, {_num(h2h.get('ci95_high'))}]"
+# The columns of `runs compare`, from sppo.metrics_table's row.
+COMPARE_COLUMNS = (
+    "win vs previous [95%]",
+    "win vs base [95%]",
+    "constraints met",
+    "mean tokens",
+    "loss first/final/mean",
+)
 
 
 def _info(info: dict[str, Any], limit: int = 70) -> str:
-    text = " ".join(f"{k}={_num(v, 4)}" for k, v in info.items())
+    text = " ".join(f"{k}={_value(v, 4)}" for k, v in info.items())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -88,9 +94,9 @@ def render_metrics(metrics: dict[str, Any], samples: bool) -> str:
             rows.append(
                 [
                     label,
-                    _rate(h),
+                    rate(h),
                     f"{h.get('wins', '?')}/{h.get('ties', '?')}/{h.get('losses', '?')}",
-                    _num(h.get("mean_preference")),
+                    num(h.get("mean_preference")),
                 ]
             )
     if rows:
@@ -102,11 +108,11 @@ def render_metrics(metrics: dict[str, Any], samples: bool) -> str:
             rows.append(
                 [
                     role,
-                    _num(s.get("mean_response_tokens"), 1),
-                    _num(s.get("mean_response_words"), 1),
-                    _num(s.get("empty_rate")),
-                    _num(s.get("constraint_pass_rate")),
-                    _num(s.get("prompt_pass_rate")),
+                    num(s.get("mean_response_tokens"), 1),
+                    num(s.get("mean_response_words"), 1),
+                    num(s.get("empty_rate")),
+                    num(s.get("constraint_pass_rate")),
+                    num(s.get("prompt_pass_rate")),
                 ]
             )
     if rows:
@@ -147,11 +153,11 @@ def render_stage(store: ArtifactStore, run: str, iteration: int, stage: str, sam
         ("code_version", manifest.code_version),
         ("fingerprint", manifest.fingerprint),
     ]
-    out.extend(f"  {k:<16} {_num(v, 2)}" for k, v in fields)
+    out.extend(f"  {k:<16} {_value(v, 2)}" for k, v in fields)
     for title, mapping in (("inputs", manifest.inputs), ("outputs", manifest.outputs), ("info", manifest.info)):
         out.append(f"  {title}:" + ("" if mapping else " none"))
         width = max((len(k) for k in mapping), default=0)
-        out.extend(f"    {k:<{width}}  {_num(v, 4)}" for k, v in mapping.items())
+        out.extend(f"    {k:<{width}}  {_value(v, 4)}" for k, v in mapping.items())
     if stage == "evaluate":
         out.append(render_metrics(read_metrics(store, url, manifest), samples))
     return "\n".join(out)
@@ -177,8 +183,8 @@ def render_iteration(store: ArtifactStore, run: str, iteration: int, samples: bo
                 stage,
                 status,
                 manifest.created or "-",
-                _num(manifest.rows),
-                _num(manifest.seconds, 1),
+                _value(manifest.rows),
+                _value(manifest.seconds, 1),
                 str(len(manifest.outputs)),
                 _info(manifest.info),
             ]
@@ -229,28 +235,16 @@ def render_compare(store: ArtifactStore, run: str) -> tuple[str, list[str]]:
                 warnings.append(f"warning: {err}")
                 evaluate = CORRUPT
         _, model = read_manifest(store, layout.model_url(n))
-        info = model.info if model else {}
-        policy = (metrics or {}).get("policy") or {}
         if metrics:
             judges.add(f"{metrics.get('judge', '?')} on {metrics.get('prompts', '?')} prompts")
             base_stats = base_stats or metrics.get("base")
-        loss = "/".join(_num(info.get(k)) for k in ("first_loss", "final_loss", "mean_loss"))
+        row = iteration_row(n, metrics, model.info if model else None, {})
         mark = ("*" + (" (stale)" if stale else "")) if best and best["iteration"] == n else ""
-        rows.append(
-            [
-                f"{n:03d}" + (" base" if n == 0 else ""),
-                evaluate if n else "-",
-                _rate((metrics or {}).get("vs_reference")),
-                _rate((metrics or {}).get("vs_base")),
-                _num(policy.get("constraint_pass_rate")),
-                _num(policy.get("mean_response_tokens"), 1),
-                "-" if loss == "-/-/-" else loss,
-                mark,
-            ]
-        )
+        cells = [row[c] for c in COMPARE_COLUMNS]
+        rows.append([f"{n:03d}" + (" base" if n == 0 else ""), evaluate if n else "-", *cells, mark])
     if base_stats and rows and rows[0][0].startswith("000"):  # the base's own answers, as every evaluate scored them
-        rows[0][4] = _num(base_stats.get("constraint_pass_rate"))
-        rows[0][5] = _num(base_stats.get("mean_response_tokens"), 1)
+        base = answer_cells(base_stats)
+        rows[0][4], rows[0][5] = base["constraints met"], base["mean tokens"]
     headers = ["iter", "evaluate", "vs prev [95%]", "vs base [95%]", "constraints", "tokens", "loss first/final/mean"]
     out = [f"run {run} in {where(store)}", table([*headers, "best"], rows)]
     out.append("  vs prev: pi_t against pi_(t-1); vs base: pi_t against iteration 0's model; ties count 1/2")
