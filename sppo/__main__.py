@@ -2,12 +2,14 @@
 
 prepare-base writes a run's base model (iteration 0) so `make setup` leaves a ready model behind;
 doctor says what the machine offers and what the recipe will use (sppo.doctor);
+diagnose measures what an iteration's data taught and how far it moved the policy (sppo.diagnose);
 runs / show / compare / best inspect a store (see sppo.runs)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from sppo import runs
 
@@ -21,10 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="what this machine offers and what the recipe will use on it")
     doctor.add_argument("--run", default="default")
     doctor.add_argument("--config", default="configs/cpu-smollm2.yaml")
+    diagnose = sub.add_parser("diagnose", help="what an iteration's data taught and how far it moved the policy")
+    diagnose.add_argument("run")
+    diagnose.add_argument("iteration", type=int)
+    diagnose.add_argument("--config", default="configs/cpu-smollm2.yaml", help="the recipe the run used")
+    diagnose.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    diagnose.add_argument("--data-only", action="store_true", help="skip the two models' forward passes")
+    diagnose.add_argument("--json", type=Path, help="also write the numbers here")
     runs.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         return cmd_doctor(args)
+    if args.command == "diagnose":
+        return cmd_diagnose(args)
     if args.command != "prepare-base":
         return runs.run_command(args)
     return cmd_prepare_base(args)
@@ -46,6 +57,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from sppo.config import load_recipe
+    from sppo.diagnose import diagnose, render, write_json
+    from sppo.store import RunLayout
+
+    try:
+        recipe = load_recipe(args.config, args.overrides)
+        report = diagnose(recipe, RunLayout(recipe.open_store(), args.run), args.iteration, not args.data_only)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(render(report))
+    if args.json:
+        write_json(report, args.json)
     return 0
 
 

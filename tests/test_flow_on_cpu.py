@@ -117,6 +117,23 @@ def test_flow_runs_are_named_after_the_run_and_iteration():
     assert sppo_campaign.flow_run_name.format(run="smoke", iterations=3) == "smoke-iters-1-3"
 
 
+def test_diagnose_measures_what_an_iteration_taught_and_how_far_it_moved(smoke_run):
+    import math
+
+    from sppo.config import load_recipe
+    from sppo.diagnose import diagnose, render
+
+    layout, overrides, _ = smoke_run
+    report = diagnose(load_recipe(SMOKE, overrides), layout, 2)
+    pairs = read_rows(layout.store.local_copy(layout.stage_url(2, "dataset")) / "train.parquet", PAIRS)
+    assert report["pairs"]["pairs"] == report["shift"]["pairs"] == len(pairs)
+    assert sum(report["pairs"]["separated_by"].values()) == pytest.approx(1.0)
+    shift = report["shift"]
+    assert all(math.isfinite(v) for v in shift.values() if v is not None) and shift["kl_own"] is not None
+    assert shift["target_chosen"] >= shift["target_rejected"], "chosen has the higher win rate"
+    assert "what separates chosen from rejected" in render(report)
+
+
 def test_next_iteration_is_the_first_without_a_committed_evaluate(smoke_run):
     from sppo.iteration import next_iteration
 

@@ -94,3 +94,23 @@ def test_judge_is_deterministic_and_checks_lengths() -> None:
     np.testing.assert_array_equal(first.matrix, second.matrix)
     with pytest.raises(ValueError, match="prompts"):
         RuleJudge().judge([TOMATOES], [])
+
+
+def test_weighted_terms_sum_to_the_judges_score_and_pairs_are_split_by_what_separates_them():
+    from sppo.diagnostics import pair_report, weighted_terms
+    from sppo.judges.rule import score_response
+
+    prompt = PromptRecord("p", "Describe rain. Answer in lowercase letters only.", ({"type": "lowercase"},))
+    replies = ["rain falls softly on the roofs of the town", "Rain Falls Softly On The Roofs", "", "rain rain rain " * 6]
+    for reply in replies:
+        assert sum(weighted_terms(prompt, reply).values()) == pytest.approx(score_response(prompt, reply))
+    report = pair_report(
+        {"p": prompt},
+        [
+            {"prompt_id": "p", "chosen": replies[0], "rejected": replies[1]},  # only the constraint differs... and length
+            {"prompt_id": "p", "chosen": replies[0], "rejected": replies[2]},  # empty: constraints differ too
+        ],
+    )
+    assert report.pairs == 2 and report.separated_by == {"constraints differ": 1.0}
+    assert report.chosen_meets_more == 1.0
+    assert set(report.decided_by) <= {"constraints", "empty", "length", "shortness"}
