@@ -101,13 +101,13 @@ def test_weighted_terms_sum_to_the_judges_score_and_pairs_are_split_by_what_sepa
     from sppo.judges.rule import score_response
 
     prompt = PromptRecord("p", "Describe rain. Answer in lowercase letters only.", ({"type": "lowercase"},))
-    replies = ["rain falls softly on the roofs of the town", "Rain Falls Softly On The Roofs", "", "rain rain rain " * 6]
+    replies = ["rain falls softly on the roofs of the town", "Rain Falls Softly On The Roofs", "", "rain " * 18]
     for reply in replies:
         assert sum(weighted_terms(prompt, reply).values()) == pytest.approx(score_response(prompt, reply))
     report = pair_report(
         {"p": prompt},
         [
-            {"prompt_id": "p", "chosen": replies[0], "rejected": replies[1]},  # only the constraint differs... and length
+            {"prompt_id": "p", "chosen": replies[0], "rejected": replies[1]},  # lowercase, and length
             {"prompt_id": "p", "chosen": replies[0], "rejected": replies[2]},  # empty: constraints differ too
         ],
     )
