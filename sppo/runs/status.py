@@ -21,7 +21,6 @@ from sppo.store import ArtifactStore, CorruptArtifactError, Manifest, RunLayout
 ITER_RE = re.compile(r"^iter-(\d{3,})$")
 LOCK_RE = re.compile(r"^iter-(\d{3,})\.lock$")
 SUPERSEDED_RE = re.compile(r"^(" + "|".join(STAGES) + r")\.superseded-")
-SCRATCH_RE = re.compile(r"^\.(" + "|".join(STAGES) + r")\.tmp$")
 
 DONE, UNFINISHED, MISSING, CORRUPT, NA = "done", "unfinished", "missing", "corrupt", "-"
 
