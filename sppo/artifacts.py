@@ -22,6 +22,15 @@ OPTIONAL = {b"presence": b"optional"}
 
 # Stage folders of an iteration, in the order an iteration writes them; iteration 0 holds only `model`.
 STAGES = ("generate", "rank", "dataset", "model", "evaluate")
+# The stage that writes each folder, by the name people see: Prefect's task runs, logs and tables. Folders are
+# named after what they hold (iteration 0's model/ is written by prepare-base, every later one by train).
+STAGE_NAMES = {
+    "generate": "generate",
+    "rank": "rank",
+    "dataset": "build-parquet",
+    "model": "train",
+    "evaluate": "evaluate",
+}
 MANIFEST = "manifest.json"  # in every stage folder, written last
 GENERATIONS_FILE = "generations.parquet"  # generate/
 PREFERENCES_FILE = "preferences.parquet"  # rank/

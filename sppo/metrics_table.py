@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# The stages as people name them in tables (the store's folder names are STAGES: dataset, model).
-STAGE_LABELS = {"generate": "generate", "rank": "rank", "dataset": "build", "model": "train", "evaluate": "evaluate"}
+from sppo.artifacts import STAGE_NAMES
 
 
 def num(value: Any, digits: int = 3) -> str:
@@ -53,6 +52,6 @@ def iteration_row(
         **answer_cells(metrics.get("policy")),
         "train loss": num(train_info.get("mean_loss"), 4),
         "loss first/final/mean": "-" if losses == ["-"] * 3 else "/".join(losses),
-        **{f"{STAGE_LABELS[stage]} min": num(None if s is None else s / 60, 2) for stage, s in stage_seconds.items()},
+        **{f"{STAGE_NAMES[stage]} min": num(None if s is None else s / 60, 2) for stage, s in stage_seconds.items()},
         "minutes": num(sum(seconds) / 60, 1) if seconds else "-",
     }

@@ -28,8 +28,8 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from sppo.artifacts import BEST_FILE, MANIFEST, METRICS_FILE, PAIRS, STAGES, TRAIN_FILE, read_rows
-from sppo.metrics_table import STAGE_LABELS, num
+from sppo.artifacts import BEST_FILE, MANIFEST, METRICS_FILE, PAIRS, STAGE_NAMES, STAGES, TRAIN_FILE, read_rows
+from sppo.metrics_table import num
 from sppo.report import IterationResult, collect, plot
 from sppo.store import ArtifactStore, RunLayout
 
@@ -137,7 +137,7 @@ def publish_links(store: ArtifactStore, layout: RunLayout, iteration: int) -> No
             create_link_artifact(
                 link=browser_url(store, f"{folder}/{MANIFEST}"),
                 link_text=folder,
-                description=f"iteration {iteration}, {STAGE_LABELS[stage]}: the stage folder (link: its manifest)",
+                description=f"iteration {iteration}, {STAGE_NAMES[stage]}: the stage folder (link: its manifest)",
             )
     best = store.join(layout.run, BEST_FILE)
     if store.exists(best):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Iterator
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from prefect import get_run_logger, task
@@ -83,56 +85,68 @@ class StageResult(NamedTuple):
     reused: bool
 
 
-def _done(manifest: Manifest, out: str) -> StageResult:
+def _done(name: str, manifest: Manifest, out: str) -> StageResult:
     logger = get_run_logger()
     if manifest.reused:
         logger.info(
             "%s: reused, finished at %s (%s rows in %.1f s then) -> %s",
-            *(manifest.stage, manifest.created, manifest.rows, manifest.seconds, out),
+            *(name, manifest.created, manifest.rows, manifest.seconds, out),
         )
     else:
-        logger.info("%s: %s rows in %.1f s -> %s", manifest.stage, manifest.rows, manifest.seconds, out)
+        logger.info("%s: %s rows in %.1f s -> %s", name, manifest.rows, manifest.seconds, out)
     return StageResult(out, manifest.reused)
 
 
-@task(name="prepare-base", **STAGE)
-def prepare_base_task(recipe: RecipeConfig, out: str) -> StageResult:
-    with _reported("prepare-base"):
-        return _done(prepare_base(recipe, out), out)
+def stage_task(name: str) -> Callable:
+    """A stage as the Prefect task `name` (sppo.artifacts.STAGE_NAMES): the function returns the manifest it
+    committed to its `out` folder; the task logs what it did, reports a failure in one line (_reported) and
+    returns a StageResult."""
+
+    def decorate(fn: Callable[..., Manifest]) -> Callable[..., StageResult]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs) -> StageResult:
+            out = signature.bind(*args, **kwargs).arguments["out"]
+            with _reported(name):
+                return _done(name, fn(*args, **kwargs), out)
+
+        return task(name=name, **STAGE)(run)
+
+    return decorate
 
 
-@task(name="generate", **STAGE)
-def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> StageResult:
+@stage_task("prepare-base")
+def prepare_base_task(recipe: RecipeConfig, out: str) -> Manifest:
+    return prepare_base(recipe, out)
+
+
+@stage_task("generate")
+def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -> Manifest:
     c = recipe.compute
     shape = recipe.generate.engine.engine_shape(c.cpus_per_worker, c.gpus_per_worker)
     runner = _runner(c, c.generate_workers, shape)
     progress = ProgressArtifact(f"generate, iteration {iteration}: generation batches done")
-    with _reported("generate"):
-        return _done(generate(recipe, policy, iteration, out, runner, progress), out)
+    return generate(recipe, policy, iteration, out, runner, progress)
 
 
-@task(name="rank", **STAGE)
-def rank_task(recipe: RecipeConfig, generations: str, out: str) -> StageResult:
+@stage_task("rank")
+def rank_task(recipe: RecipeConfig, generations: str, out: str) -> Manifest:
     c = recipe.compute
     runner = _runner(c, c.rank_workers, recipe.judge.engine_shape(c.cpus_per_worker, c.gpus_per_worker))
-    with _reported("rank"):
-        return _done(rank(recipe, generations, out, runner), out)
+    return rank(recipe, generations, out, runner)
 
 
-@task(name="build-parquet", **STAGE)
-def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> StageResult:
-    with _reported("build-parquet"):
-        return _done(build_dataset(recipe, preferences, out), out)
+@stage_task("build-parquet")
+def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
+    return build_dataset(recipe, preferences, out)
 
 
-@task(name="train", **STAGE)
-def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> StageResult:
-    progress = ProgressArtifact(f"train: optimizer steps done ({out})")
-    with _reported("train"):
-        return _done(train(recipe, dataset, policy, out, progress), out)
+@stage_task("train")
+def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest:
+    return train(recipe, dataset, policy, out, ProgressArtifact(f"train: optimizer steps done ({out})"))
 
 
-@task(name="evaluate", **STAGE)
-def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> StageResult:
-    with _reported("evaluate"):
-        return _done(evaluate(recipe, policy, reference, base, out, cache), out)
+@stage_task("evaluate")
+def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
+    return evaluate(recipe, policy, reference, base, out, cache)

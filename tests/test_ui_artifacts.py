@@ -91,7 +91,12 @@ def test_metrics_rows_and_samples_read_as_a_person_reads_them(tmp_path):
     row = rows[0]
     assert row["win vs base [95%]"] == "0.625 [0.300, 0.900]"
     assert row["vs base, similar length [95%]"] == "-" and row["constraints met"] == "-"
-    assert row["train loss"] == "0.2500" and row["generate min"] == "0.50" and row["train min"] == "0.50"
+    assert (
+        row["train loss"] == "0.2500"
+        and row["generate min"] == "0.50"
+        and row["train min"] == "0.50"
+        and "build-parquet min" in row
+    )
 
     text = samples_markdown(layout.store, layout, 1)
     assert "**Verdict: win** against the reference (loss against the base)" in text
