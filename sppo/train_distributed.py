@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sppo.artifacts import TRAIN_LOG
 from sppo.config import RecipeConfig
+from sppo.processes import start_group, stop_group
 from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
@@ -91,9 +92,12 @@ def job_failure(code: int, mistake: str | None, last_lines: list[str]) -> Except
 def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> tuple[int, str | None, list[str]]:
     """Run `cmd`, logging each line of its output; returns (exit code, the mistake it named, its last lines)."""
     mistake, last = None, collections.deque(maxlen=15)
-    with subprocess.Popen(
+    # Its own process group that dies with this process: a killed flow, a Ctrl-C or a stage timeout leaves no
+    # launcher or rank running (PPID 1) with the GPUs.
+    job = start_group(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
-    ) as job:
+    )
+    try:
         for raw in job.stdout:
             line = raw.rstrip()
             if not line:
@@ -106,4 +110,10 @@ def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> t
                 progress(int(step.group(1)), int(step.group(2)))
             elif not step:
                 last.append(line)
+        job.wait()
+    except BaseException:  # KeyboardInterrupt, a stage timeout, a failing progress callback
+        stop_group(job)
+        raise
+    finally:
+        job.stdout.close()
     return job.returncode, mistake, list(last)
