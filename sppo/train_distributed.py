@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from sppo.artifacts import TRAIN_LOG
+from sppo.build_locks import clear_stale_build_locks
 from sppo.config import RecipeConfig
 from sppo.processes import start_group, stop_group
 from sppo.runner import Progress
@@ -57,6 +58,7 @@ def launch(
     env = dict(os.environ)
     # DeepSpeed JIT-compiles helper ops on first use; keep them in the project's cache, not ~/.cache.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+    clear_stale_build_locks(env["TORCH_EXTENSIONS_DIR"])  # left by a killed build, it would hang the job
     env["PYTHONUNBUFFERED"] = "1"  # lines as they happen, not when a rank's buffer fills
     port = str(_free_port())
     with tempfile.TemporaryDirectory(prefix="sppo-train-") as scratch:
