@@ -420,7 +420,7 @@ def commit_stage(
             for key, value in info.items():
                 if isinstance(value, float) and not math.isfinite(value):
                     raise NonFiniteError(f"{out}: the stage produced {key}={value}; nothing was committed")
-        except Exception:
+        except BaseException:  # also Ctrl-C and a stage timeout
             shutil.rmtree(scratch, ignore_errors=True)  # a failed stage leaves nothing half-written behind
             raise
         rows = info.pop("rows", None)
