@@ -50,10 +50,11 @@ def sppo_iteration(
             prepare_base_task(recipe, layout.model_url(0))
         policy = starting_policy(layout, iteration)
         generations = generate_task(recipe, policy, iteration, stage("generate"))
-        preferences = rank_task(recipe, generations.url, stage("rank"))
-        dataset = build_dataset_task(recipe, preferences.url, stage("dataset"))
-        model = train_task(recipe, dataset.url, policy, stage("model"))
-        metrics = evaluate_task(recipe, model.url, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
+        preferences = rank_task(recipe, generations.url, iteration, stage("rank"))
+        dataset = build_dataset_task(recipe, preferences.url, iteration, stage("dataset"))
+        model = train_task(recipe, dataset.url, policy, iteration, stage("model"))
+        base, answers = layout.model_url(0), layout.answers_url()
+        metrics = evaluate_task(recipe, model.url, policy, base, iteration, stage("evaluate"), answers)
     # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run, unless
     # that run failed to publish them.
     did_work = not all(s.reused for s in (generations, preferences, dataset, model, metrics))

@@ -182,7 +182,8 @@ class EvaluateConfig(Settings):
 
 
 class ComputeConfig(Settings):
-    """Where generation and ranking run. Never part of a stage fingerprint: it does not change results."""
+    """Where generation and ranking run, and how long a stage may. Never part of a stage fingerprint: it does not
+    change results."""
 
     executor: Literal["local", "ray"] = Field(
         "local",
@@ -206,6 +207,15 @@ class ComputeConfig(Settings):
     )
     placement_timeout_s: float = Field(
         600.0, gt=0.0, description="How long to wait for the cluster to fit every engine before failing."
+    )
+    # A hung stage (a dead rank's peers in a collective, a dead builder's JIT lock, a stalled download) would
+    # otherwise hold the iteration's lock and its machines forever, with nothing in the UI saying which stage.
+    # Generous by default: the paper's 7B stages run for hours, and a stage stopped midway starts over.
+    stage_timeout_s: float | None = Field(
+        21600.0,
+        ge=0.0,
+        description="Longest one attempt of a stage may run before it is stopped and fails, naming the stage and "
+        "this field (not retried: it would hang or run as long again); 0 or None: no limit. Default 6 h.",
     )
 
 

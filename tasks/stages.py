@@ -18,15 +18,17 @@ from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
 from sppo.store import Manifest
+from sppo.timeouts import StageTimeout, stage_deadline
 from tasks.progress import ProgressArtifact
 
 
 def _transient(task, task_run, state) -> bool:
     """Retry crashes of the machine or the store, not mistakes in the recipe or the data (ValueError), nor a
-    full disk (ENOSPC; the library names the path as a DiskFullError, a ValueError, where it can)."""
+    full disk (ENOSPC; the library names the path as a DiskFullError, a ValueError, where it can), nor a stage
+    that ran past its deadline (it would hang or run as long again)."""
     try:
         state.result()
-    except ValueError:
+    except (ValueError, StageTimeout):
         return False
     except OSError as err:
         return err.errno != errno.ENOSPC
@@ -74,9 +76,15 @@ def _done(manifest: Manifest, out: str) -> StageResult:
     return StageResult(out, manifest.reused)
 
 
+def _deadline(recipe: RecipeConfig, stage: str, iteration: int):
+    """Each attempt of a stage runs within compute.stage_timeout_s (StageTimeout past it, not retried)."""
+    return stage_deadline(recipe.compute.stage_timeout_s, stage, iteration)
+
+
 @task(name="prepare-base", **STAGE)
 def prepare_base_task(recipe: RecipeConfig, out: str) -> StageResult:
-    return _done(prepare_base(recipe, out), out)
+    with _deadline(recipe, "prepare-base", 0):
+        return _done(prepare_base(recipe, out), out)
 
 
 @task(name="generate", **STAGE)
@@ -85,27 +93,34 @@ def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -
     shape = recipe.generate.engine.engine_shape(c.cpus_per_worker, c.gpus_per_worker)
     runner = _runner(c, c.generate_workers, shape)
     progress = ProgressArtifact(f"generate, iteration {iteration}: generation batches done")
-    return _done(generate(recipe, policy, iteration, out, runner, progress), out)
+    with _deadline(recipe, "generate", iteration):
+        return _done(generate(recipe, policy, iteration, out, runner, progress), out)
 
 
 @task(name="rank", **STAGE)
-def rank_task(recipe: RecipeConfig, generations: str, out: str) -> StageResult:
+def rank_task(recipe: RecipeConfig, generations: str, iteration: int, out: str) -> StageResult:
     c = recipe.compute
     runner = _runner(c, c.rank_workers, recipe.judge.engine_shape(c.cpus_per_worker, c.gpus_per_worker))
-    return _done(rank(recipe, generations, out, runner), out)
+    with _deadline(recipe, "rank", iteration):
+        return _done(rank(recipe, generations, out, runner), out)
 
 
 @task(name="build-parquet", **STAGE)
-def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> StageResult:
-    return _done(build_dataset(recipe, preferences, out), out)
+def build_dataset_task(recipe: RecipeConfig, preferences: str, iteration: int, out: str) -> StageResult:
+    with _deadline(recipe, "build-parquet", iteration):
+        return _done(build_dataset(recipe, preferences, out), out)
 
 
 @task(name="train", **STAGE)
-def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> StageResult:
+def train_task(recipe: RecipeConfig, dataset: str, policy: str, iteration: int, out: str) -> StageResult:
     progress = ProgressArtifact(f"train: optimizer steps done ({out})")
-    return _done(train(recipe, dataset, policy, out, progress), out)
+    with _deadline(recipe, "train", iteration):
+        return _done(train(recipe, dataset, policy, out, progress), out)
 
 
 @task(name="evaluate", **STAGE)
-def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> StageResult:
-    return _done(evaluate(recipe, policy, reference, base, out, cache), out)
+def evaluate_task(
+    recipe: RecipeConfig, policy: str, reference: str, base: str, iteration: int, out: str, cache: str
+) -> StageResult:
+    with _deadline(recipe, "evaluate", iteration):
+        return _done(evaluate(recipe, policy, reference, base, out, cache), out)
