@@ -19,6 +19,7 @@ from sppo.config import load_recipe
 from sppo.iteration import share_first_iteration
 from sppo.preflight import preflight
 from sppo.report import write_report
+from sppo.revisions import pin_revisions
 
 
 @flow(name="sppo-campaign", flow_run_name="{run}-iters-1-{iterations}")
@@ -26,7 +27,7 @@ def sppo_campaign(
     run: str = "default", iterations: int = 3, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
 ) -> list[str]:
     """Returns the URLs of each iteration's evaluate folder."""
-    preflight(load_recipe(config, overrides or []), run, 1)
+    preflight(pin_revisions(load_recipe(config, overrides or []), run), run, 1)
     return [
         sppo_iteration(run=run, iteration=t, config=config, overrides=overrides or []) for t in range(1, iterations + 1)
     ]
@@ -48,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.iterations < 1:
             raise ValueError(f"--iterations must be at least 1, got {args.iterations}")
         for loss, run in runs.items():
-            preflight(
-                load_recipe(args.config, [*args.overrides, *([f"train.loss.type={loss}"] if loss else [])]), run, 1
-            )
+            recipe = load_recipe(args.config, [*args.overrides, *([f"train.loss.type={loss}"] if loss else [])])
+            preflight(pin_revisions(recipe, run), run, 1)
 
     def run_all() -> str:
         store = load_recipe(args.config, args.overrides).open_store()

@@ -16,6 +16,7 @@ from sppo.config import load_recipe
 from sppo.iteration import iteration_lock, starting_policy
 from sppo.names import RUN_NAME_PATTERN
 from sppo.preflight import preflight
+from sppo.revisions import pin_revisions
 from sppo.store import RunLayout
 from tasks.artifacts import publish_unless_published
 from tasks.stages import (
@@ -40,7 +41,8 @@ def sppo_iteration(
     lock_wait_seconds: float = 0.0,
 ) -> str:
     """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
-    recipe = load_recipe(config, overrides or [])
+    # The hub's prompts and base at the commits this run pinned on first use, whatever moved upstream since.
+    recipe = pin_revisions(load_recipe(config, overrides or []), run)
     preflight(recipe, run, iteration)  # also when started from a deployment: a mistake fails before any task
     layout = RunLayout(recipe.open_store(), run)
     stage = functools.partial(layout.stage_url, iteration)
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return f"iteration {args.iteration} of run {args.run!r} done; metrics: {out}/metrics.json"
 
-    validate = lambda: preflight(load_recipe(args.config, args.overrides), args.run, args.iteration)  # noqa: E731
+    def validate() -> None:
+        preflight(pin_revisions(load_recipe(args.config, args.overrides), args.run), args.run, args.iteration)
+
     return run_command(f"iteration-{args.iteration}", validate, run)
 
 
