@@ -36,7 +36,7 @@ def die_with_parent() -> None:
 
 def start_group(cmd: Sequence[str], **popen_kwargs) -> subprocess.Popen:
     """Start `cmd` (Popen's keyword arguments as usual) under the guard; the returned process is the guard,
-    whose exit code is cmd's (128 + N when cmd died of signal N) and whose pid is the group's id."""
+    whose returncode is cmd's (-N when cmd died of signal N, as for cmd itself) and whose pid is the group's id."""
     guard = [sys.executable, "-I", str(Path(__file__).resolve()), *cmd]  # -I: no project paths, no PYTHON* env
     return subprocess.Popen(guard, start_new_session=True, preexec_fn=die_with_parent, **popen_kwargs)
 
