@@ -1,14 +1,13 @@
 """What the flows' command lines share: a mistake is one `error:` line before any flow starts, Prefect's
 console shows no tracebacks (they go to a debug log file), the temporary local API dies with the command
-(even on kill -9), and SIGTERM ends the command promptly.
+(even on kill -9), and Ctrl-C or SIGTERM ends the command promptly.
 
 Exit codes: 0 done, 2 a mistake in the command, recipe, data or store (or the iteration is locked),
-1 anything else (the debug log has the traceback), 143 stopped by SIGTERM."""
+1 anything else (the debug log has the traceback), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -21,9 +20,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sppo.iteration import IterationLocked
+from sppo.processes import die_with_parent
 
 LOG_DIR = Path(__file__).resolve().parent.parent / ".cache" / "logs"
-_PR_SET_PDEATHSIG = 1
 
 
 class _WithoutTraceback(logging.Formatter):
@@ -61,18 +60,14 @@ def concise_console(log_file: Path) -> Iterator[None]:
         debug.close()
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: the kernel sends SIGTERM to this child when the process that started it dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @contextlib.contextmanager
 def local_api() -> Iterator[None]:
     """Prefect's temporary local API for this command, unless PREFECT_API_URL names a server.
 
     Prefect would start the same server itself, but as a plain child that outlives a kill -9 of this
-    command (~200 MB each). Started here it carries PR_SET_PDEATHSIG, so it goes down with us."""
+    command (~200 MB each) and shares its process group, so a Ctrl-C in the terminal kills it too and the
+    interrupted run can no longer report its end (it hung on the dead API, then stayed RUNNING). Started here
+    it carries PR_SET_PDEATHSIG, so it goes down with us, in a session of its own, so Ctrl-C reaches only us."""
     from prefect.logging.handlers import APILogWorker
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -84,7 +79,9 @@ def local_api() -> Iterator[None]:
     class _DiesWithParent(SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen:
             popen = subprocess.Popen
-            subprocess.Popen = lambda *a, **kw: popen(*a, **kw, preexec_fn=_die_with_parent)  # type: ignore[misc]
+            subprocess.Popen = lambda *a, **kw: popen(  # type: ignore[misc]
+                *a, **kw, preexec_fn=die_with_parent, start_new_session=True
+            )
             try:
                 return super()._run_uvicorn_command()
             finally:
@@ -133,5 +130,8 @@ def run_command(name: str, validate: Callable[[], object], run: Callable[[], str
             traceback.print_exc(file=log)
         print(f"error: {type(err).__name__}: {err} (traceback: {log_file})", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the flow run is marked Crashed and the stage's scratch removed on the way here
+        print(f"interrupted (Ctrl-C); run the same command again to resume (log: {log_file})", file=sys.stderr)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

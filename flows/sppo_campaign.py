@@ -20,6 +20,7 @@ from flows.sppo_iteration import DEFAULT_RECIPE, sppo_iteration
 from sppo.config import load_recipe
 from sppo.iteration import share_first_iteration
 from sppo.preflight import preflight
+from sppo.revisions import pin_revisions
 from sppo.seed_report import held_out_prompts, write_seed_report
 
 
@@ -28,7 +29,7 @@ def sppo_campaign(
     run: str = "default", iterations: int = 3, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
 ) -> list[str]:
     """Returns the URLs of each iteration's evaluate folder."""
-    preflight(load_recipe(config, overrides or []), run, 1)
+    preflight(pin_revisions(load_recipe(config, overrides or []), run), run, 1)
     return [
         sppo_iteration(run=run, iteration=t, config=config, overrides=overrides or []) for t in range(1, iterations + 1)
     ]
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--iterations and --seeds must be at least 1, got {args.iterations} and {args.seeds}")
         for loss, seeds in runs.items():
             for seed, run in enumerate(seeds):
-                preflight(load_recipe(args.config, overrides_of(loss, seed)), run, 1)
+                preflight(pin_revisions(load_recipe(args.config, overrides_of(loss, seed)), run), run, 1)
 
     def run_all() -> str:
         store = load_recipe(args.config, args.overrides).open_store()

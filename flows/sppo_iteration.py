@@ -22,6 +22,7 @@ from sppo.config import load_recipe
 from sppo.iteration import iteration_lock, next_iteration, starting_policy
 from sppo.names import RUN_NAME_PATTERN
 from sppo.preflight import preflight
+from sppo.revisions import pin_revisions
 from sppo.store import RunLayout
 from tasks.artifacts import publish_unless_published
 from tasks.stages import (
@@ -61,7 +62,8 @@ def sppo_iteration(
     lock_wait_seconds: float = 0.0,
 ) -> str | State:
     """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
-    recipe = load_recipe(config, overrides or [])
+    # The hub's prompts and base at the commits this run pinned on first use, whatever moved upstream since.
+    recipe = pin_revisions(load_recipe(config, overrides or []), run)
     layout = RunLayout(recipe.open_store(), run)
     if iteration == "next":
         chosen = next_iteration(layout, recipe.max_iterations)
@@ -77,10 +79,11 @@ def sppo_iteration(
             prepare_base_task(recipe, layout.model_url(0))
         policy = starting_policy(layout, iteration)
         generations = generate_task(recipe, policy, iteration, stage("generate"))
-        preferences = rank_task(recipe, generations.url, stage("rank"))
-        dataset = build_dataset_task(recipe, preferences.url, stage("dataset"))
-        model = train_task(recipe, dataset.url, policy, stage("model"))
-        metrics = evaluate_task(recipe, model.url, policy, layout.model_url(0), stage("evaluate"), layout.answers_url())
+        preferences = rank_task(recipe, generations.url, iteration, stage("rank"))
+        dataset = build_dataset_task(recipe, preferences.url, iteration, stage("dataset"))
+        model = train_task(recipe, dataset.url, policy, iteration, stage("model"))
+        base, answers = layout.model_url(0), layout.answers_url()
+        metrics = evaluate_task(recipe, model.url, policy, base, iteration, stage("evaluate"), answers)
     # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run, unless
     # that run failed to publish them.
     did_work = not all(s.reused for s in (generations, preferences, dataset, model, metrics))
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"run {args.run!r}: iteration done; metrics: {out}/metrics.json"  # the URL names the iteration
 
     def validate() -> None:
-        recipe = load_recipe(args.config, args.overrides)
+        recipe = pin_revisions(load_recipe(args.config, args.overrides), args.run)
         iteration = args.iteration
         if iteration == "next":
             iteration = next_iteration(RunLayout(recipe.open_store(), args.run), recipe.max_iterations)

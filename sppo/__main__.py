@@ -80,11 +80,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_prepare_base(args: argparse.Namespace) -> int:
     from sppo.config import load_recipe
     from sppo.iteration import IterationLocked, iteration_lock
+    from sppo.revisions import pin_revisions
     from sppo.sources import require_model_source
     from sppo.store import RunLayout
 
     try:
-        recipe = load_recipe(args.config)
+        recipe = pin_revisions(load_recipe(args.config), args.run)  # the hub base at the run's pinned commit
         layout = RunLayout(recipe.open_store(), args.run)
         out = layout.model_url(0)
         require_model_source(recipe.model.base)

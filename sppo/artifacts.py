@@ -39,6 +39,7 @@ TRAIN_LOG = "train_log.jsonl"  # model/, beside the weights: one record per opti
 METRICS_FILE = "metrics.json"  # evaluate/
 BEST_FILE = "BEST.json"  # <run>/: the run's best model, a pointer (sppo.runs.best)
 ANSWERS_FOLDER = "eval-answers"  # <run>/: held-out answers per model, a checksummed cache
+REVISIONS_FOLDER = "hub-revisions"  # <run>/: the commit each hub dataset or model was pinned to on first use
 
 GENERATIONS = pa.schema(
     [

@@ -38,6 +38,15 @@ class ModelConfig(Settings):
         None, description="Tokenizer source for 'random:' bases (same forms as `base`); default smollm2-gguf."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub; off for safety.")
+    # Hub content changes under the same id; a run must keep training and judging on what it started with.
+    revision: str | None = Field(
+        None,
+        description="Hub revision (commit sha, branch or tag) of the hub repo the base comes from: model.base, or "
+        "model.tokenizer for a 'random:' base. None: the default branch. Either way it is resolved to a commit sha "
+        "on the run's first use, recorded in <run>/hub-revisions/, and every later load of the run uses that "
+        "commit. Ignored for local sources (their content is hashed instead).",
+        json_schema_extra=NOT_OUTPUT,  # in fingerprints as the resolved commit (sppo.revisions), when there is one
+    )
 
 
 class DataConfig(Settings):
@@ -45,6 +54,14 @@ class DataConfig(Settings):
         "data/prompts.jsonl", description="JSONL/parquet file with a `prompt` column, or an HF dataset id."
     )
     prompt_column: str = Field("prompt", description="Column holding the instruction text.")
+    revision: str | None = Field(
+        None,
+        description="Hub revision (commit sha, branch or tag) of an HF dataset id in `prompts`; None: the default "
+        "branch. Resolved to a commit sha on the run's first use, recorded in <run>/hub-revisions/, and every later "
+        "load of the run uses that commit, so the splits never reshuffle under a run. Must be unset for a local file "
+        "(its content is hashed instead).",
+        json_schema_extra=NOT_OUTPUT,  # in fingerprints as the resolved commit (sppo.revisions), when there is one
+    )
     split_seed: int = Field(0, description="Seed of the permutation that assigns prompts to splits.")
     eval_prompts: int = Field(100, ge=1, description="Held-out prompts for evaluation, never trained on.")
     prompts_per_iteration: int = Field(200, ge=1, description="Fresh training prompts for each iteration.")
@@ -182,7 +199,8 @@ class EvaluateConfig(Settings):
 
 
 class ComputeConfig(Settings):
-    """Where generation and ranking run. Never part of a stage fingerprint: it does not change results."""
+    """Where generation and ranking run, and how long a stage may. Never part of a stage fingerprint: it does not
+    change results."""
 
     executor: Literal["local", "ray"] = Field(
         "local",
@@ -206,6 +224,15 @@ class ComputeConfig(Settings):
     )
     placement_timeout_s: float = Field(
         600.0, gt=0.0, description="How long to wait for the cluster to fit every engine before failing."
+    )
+    # A hung stage (a dead rank's peers in a collective, a dead builder's JIT lock, a stalled download) would
+    # otherwise hold the iteration's lock and its machines forever, with nothing in the UI saying which stage.
+    # Generous by default: the paper's 7B stages run for hours, and a stage stopped midway starts over.
+    stage_timeout_s: float | None = Field(
+        21600.0,
+        ge=0.0,
+        description="Longest one attempt of a stage may run before it is stopped and fails, naming the stage and "
+        "this field (not retried: it would hang or run as long again); 0 or None: no limit. Default 6 h.",
     )
 
 

@@ -173,6 +173,12 @@ def share_first_iteration(store: ArtifactStore, source_run: str, run: str, data:
     source, target = RunLayout(store, source_run), RunLayout(store, run)
     copied = []
     with iteration_lock(store, target.lock_url(1)):  # what it copies, `run`'s iteration-1 flow writes
+        # The hub commits `source_run` pinned, so `run` reads the same prompts and base (sppo.revisions).
+        pins = store.path_of(source.revisions_url())
+        for path in store.fs.glob(f"{pins}/*.json") if store.fs.exists(pins) else []:
+            dst = f"{target.revisions_url()}/{path.rsplit('/', 1)[-1]}"
+            if not store.exists(dst):
+                store.put_bytes(dst, store.fs.cat_file(path))
         pairs = [(source.model_url(0), target.model_url(0))]
         pairs += [(source.stage_url(1, s), target.stage_url(1, s)) for s in SHARED_BY_LOSSES if data]
         for src, dst in pairs:

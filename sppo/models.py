@@ -25,21 +25,22 @@ class NonFiniteWeightsError(ValueError):
     pass
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False):
+def load_tokenizer(source: str, trust_remote_code: bool = False, revision: str | None = None):
+    """`revision` applies to a hub id only."""
     if source == SMOLLM2_GGUF:
         folder, name = smollm2_gguf_location()
         return AutoTokenizer.from_pretrained(folder, gguf_file=name)
     require_tokenizer_source(source)
     local = Path(source).expanduser()
     if not local.exists():  # a hub id: its errors (network, auth) are transformers' own
-        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     try:
         return AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:
         raise ModelSourceError(f"{local}: no usable tokenizer ({_first_line(err)}); {_TOKENIZER_FILES}") from None
 
 
-def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: bool):
+def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: bool, revision: str | None):
     if source == SMOLLM2_GGUF:
         folder, name = smollm2_gguf_location()
         # Without dequantize=True the model keeps GGUF tensors and can be neither saved nor trained.
@@ -50,7 +51,7 @@ def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: boo
     require_model_source(source)
     if source.startswith("random:"):
         config_path = Path(source.removeprefix("random:"))
-        tokenizer = load_tokenizer(tokenizer_source or SMOLLM2_GGUF, trust_remote_code)
+        tokenizer = load_tokenizer(tokenizer_source or SMOLLM2_GGUF, trust_remote_code, revision)
         fields = json.loads(config_path.read_text())
         fields.update(
             vocab_size=len(tokenizer),
@@ -60,14 +61,18 @@ def _load_base(source: str, tokenizer_source: str | None, trust_remote_code: boo
         )
         torch.manual_seed(fields.pop("seed", 0))
         return LlamaForCausalLM(LlamaConfig(**fields)).float(), tokenizer
-    # A local folder or a hub id: transformers resolves both.
+    # A local folder or a hub id (at `revision`): transformers resolves both.
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch.float32, trust_remote_code=trust_remote_code, revision=revision
+        )
     except (OSError, ValueError) as err:
         if not Path(source).expanduser().exists():
             raise  # a hub id: a network error may pass on a retry
         raise ModelSourceError(f"model.base: {source} holds no loadable model ({_first_line(err)})") from None
-    return model, load_tokenizer(tokenizer_source or source, trust_remote_code)
+    # The revision pins the base's own repo: a tokenizer from another hub repo is loaded at its default branch.
+    tokenizer_revision = revision if tokenizer_source in (None, source) else None
+    return model, load_tokenizer(tokenizer_source or source, trust_remote_code, tokenizer_revision)
 
 
 _TOKENIZER_FILES = "the folder needs tokenizer.json (or the tokenizer's own files) and tokenizer_config.json"
@@ -78,10 +83,15 @@ def _first_line(err: BaseException) -> str:
 
 
 def prepare_base_model(
-    source: str, out_dir: Path, tokenizer_source: str | None = None, trust_remote_code: bool = False
+    source: str,
+    out_dir: Path,
+    tokenizer_source: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> None:
-    """Write the base policy as a plain HF folder (safetensors, tokenizer, chat template) into out_dir."""
-    model, tokenizer = _load_base(source, tokenizer_source, trust_remote_code)
+    """Write the base policy as a plain HF folder (safetensors, tokenizer, chat template) into out_dir; `revision`
+    is that of the hub repo it comes from (model.revision)."""
+    model, tokenizer = _load_base(source, tokenizer_source, trust_remote_code, revision)
     require_chat_template(tokenizer, source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -100,14 +100,21 @@ def _read_table(rows: list[dict[str, Any]], column: str, where: str) -> list[Pro
     return [_record(row, column, f"{where} row {i}", i) for i, row in enumerate(rows)]
 
 
-def load_prompts(source: str, column: str = "prompt") -> list[PromptRecord]:
-    """Read prompts from a JSONL or parquet file, or an HF dataset id (split 'train').
+def is_hub_dataset(source: str) -> bool:
+    """data.prompts names an HF dataset id (owner/name), not a local file."""
+    path = Path(source)
+    return not (path.suffix in (".jsonl", ".parquet") or path.exists() or _looks_local(source))
+
+
+def load_prompts(source: str, column: str = "prompt", revision: str | None = None) -> list[PromptRecord]:
+    """Read prompts from a JSONL or parquet file, or an HF dataset id (split 'train') at `revision` (a commit
+    sha, branch or tag; None: the default branch).
 
     Texts are NFC-normalised and stripped of zero-width and control characters (newline and tab kept) first;
     duplicate prompt texts are then dropped (first kept, with a warning that counts them) so that splits never
     share an instruction. A local path that does not exist is an error here, never taken for a dataset id."""
     path = Path(source)
-    if path.suffix in (".jsonl", ".parquet") or path.exists() or _looks_local(source):
+    if not is_hub_dataset(source):
         if not path.is_file():
             raise PromptFileError(
                 f"prompt file {path} does not exist; set data.prompts to a .jsonl or .parquet file (or an HF "
@@ -123,14 +130,19 @@ def load_prompts(source: str, column: str = "prompt") -> list[PromptRecord]:
             )
     else:
         import datasets
+        from huggingface_hub import snapshot_download
 
         try:
-            rows = datasets.load_dataset(source, split="train").to_list()
+            # The repo's files at that commit, through the hub's cache (offline: from the cache alone), then read
+            # as a local dataset folder: what is read is exactly that commit.
+            folder = snapshot_download(source, repo_type="dataset", revision=revision)
+            rows = datasets.load_dataset(folder, split="train").to_list()
         except Exception as err:  # noqa: BLE001 - the hub, the network or the dataset: all the user's to fix
             said = str(err).splitlines()[0][:200] if str(err) else ""
             raise PromptFileError(
-                f"prompts {source!r}: could not load it as an HF dataset ({type(err).__name__}: {said}); set "
-                "data.prompts to a local .jsonl or .parquet file, or check the dataset id and HF_TOKEN"
+                f"prompts {source!r}: could not load it as an HF dataset at revision {revision or 'main'} "
+                f"({type(err).__name__}: {said}); set data.prompts to a local .jsonl or .parquet file, or check the "
+                "dataset id, data.revision and HF_TOKEN"
             ) from None
         records = _read_table(rows, column, source)
     if not records:
@@ -162,8 +174,9 @@ def _read_parquet(path: Path, column: str) -> list[PromptRecord]:
 
 
 def load_splits(data) -> PromptSplits:
-    """The held-out and per-iteration splits of a recipe's `data` section."""
-    return split_prompts(load_prompts(data.prompts, data.prompt_column), data.eval_prompts, data.split_seed)
+    """The held-out and per-iteration splits of a recipe's `data` section (at data.revision for a hub dataset)."""
+    records = load_prompts(data.prompts, data.prompt_column, data.revision)
+    return split_prompts(records, data.eval_prompts, data.split_seed)
 
 
 @dataclass(frozen=True)

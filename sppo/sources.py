@@ -33,6 +33,13 @@ def looks_like_path(source: str) -> bool:
     return source.startswith(("/", "./", "../", "~")) or source.count("/") > 1 or Path(source.split("/", 1)[0]).is_dir()
 
 
+def is_hub_model(source: str) -> bool:
+    """A hub id `owner/name` (or `name`) rather than the SmolLM2 GGUF, a 'random:' config or a local path."""
+    if source == SMOLLM2_GGUF or source.startswith("random:"):
+        return False
+    return not Path(source).expanduser().exists() and not looks_like_path(source)
+
+
 def require_model_source(source: str, field: str = "model.base") -> None:
     """Fail, naming `field`, when `source` cannot be a model: a missing local path, a folder without
     config.json, a missing `random:` config or an uninstalled SmolLM2 wheel. Hub ids pass (checked on load)."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import fsspec
 
-from sppo.artifacts import ANSWERS_FOLDER, MANIFEST, STAGES
+from sppo.artifacts import ANSWERS_FOLDER, MANIFEST, REVISIONS_FOLDER, STAGES
 from sppo.names import check_run_name, check_store_url
 
 log = logging.getLogger(__name__)
@@ -379,6 +379,16 @@ class RunLayout:
     def answers_url(self) -> str:
         return self.store.join(self.run, ANSWERS_FOLDER)
 
+    def revisions_url(self) -> str:
+        """The folder of the commits this run pinned hub repos at (sppo.revisions)."""
+        return self.store.join(self.run, REVISIONS_FOLDER)
+
+    def revision_url(self, repo_type: str, repo_id: str, requested: str | None) -> str:
+        """The record of the commit this run pinned a hub repo at (`requested`: the recipe's revision, None for
+        the default branch), written once on first use."""
+        key = hashlib.sha256(f"{repo_type}:{repo_id}@{requested or ''}".encode()).hexdigest()[:16]
+        return f"{self.revisions_url()}/{repo_type}-{key}.json"
+
 
 def commit_stage(
     store: ArtifactStore,
@@ -420,7 +430,7 @@ def commit_stage(
             for key, value in info.items():
                 if isinstance(value, float) and not math.isfinite(value):
                     raise NonFiniteError(f"{out}: the stage produced {key}={value}; nothing was committed")
-        except Exception:
+        except BaseException:  # also Ctrl-C and a stage timeout
             shutil.rmtree(scratch, ignore_errors=True)  # a failed stage leaves nothing half-written behind
             raise
         rows = info.pop("rows", None)

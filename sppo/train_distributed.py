@@ -21,8 +21,10 @@ import tempfile
 from pathlib import Path
 
 from sppo.artifacts import TRAIN_LOG
+from sppo.build_locks import clear_stale_build_locks
 from sppo.config import RecipeConfig
 from sppo.job_output import TracebackJoiner
+from sppo.processes import start_group, stop_group
 from sppo.runner import Progress
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def launch(
     env = dict(os.environ)
     # DeepSpeed JIT-compiles helper ops on first use; keep them in the project's cache, not ~/.cache.
     env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.cwd() / ".cache" / "torch_extensions"))
+    clear_stale_build_locks(env["TORCH_EXTENSIONS_DIR"])  # left by a killed build, it would hang the job
     env["PYTHONUNBUFFERED"] = "1"  # lines as they happen, not when a rank's buffer fills
     port = str(_free_port())
     with tempfile.TemporaryDirectory(prefix="sppo-train-") as scratch:
@@ -93,9 +96,12 @@ def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> t
     """Run `cmd`, logging each line of its output; returns (exit code, the mistake it named, its last lines)."""
     mistake, last = None, collections.deque(maxlen=15)
     tracebacks = TracebackJoiner()  # a rank's traceback as one log entry, not one per line
-    with subprocess.Popen(
+    # Its own process group that dies with this process: a killed flow, a Ctrl-C or a stage timeout leaves no
+    # launcher or rank running (PPID 1) with the GPUs.
+    job = start_group(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1
-    ) as job:
+    )
+    try:
         for raw in job.stdout:
             line = raw.rstrip()
             if not line:
@@ -109,6 +115,12 @@ def _stream(cmd: list[str], env: dict[str, str], progress: Progress | None) -> t
                 progress(int(step.group(1)), int(step.group(2)))
             elif not step:
                 last.append(line)
+        job.wait()
+    except BaseException:  # KeyboardInterrupt, a stage timeout, a failing progress callback
+        stop_group(job)
+        raise
+    finally:
+        job.stdout.close()
     for entry in tracebacks.flush():
         log.info("%s", entry)
     return job.returncode, mistake, list(last)

@@ -4,6 +4,8 @@ messages say the same; the exception it wraps (its traceback) follows in Prefect
 
 from __future__ import annotations
 
+from sppo.timeouts import StageTimeout
+
 MISTAKE_HINT = "not retried: fix what it names and run the iteration again (finished stages are reused)"
 CRASH_HINT = (
     "retried twice by Prefect; if it persists, see the traceback below, then retry the flow run "
@@ -12,7 +14,8 @@ CRASH_HINT = (
 
 
 class StageMistake(ValueError):
-    """The recipe, the data or the store is wrong (a ValueError underneath): retrying cannot help."""
+    """Retrying cannot help: the recipe, the data or the store is wrong (a ValueError underneath), or the stage
+    ran past its deadline (StageTimeout)."""
 
 
 class StageCrash(RuntimeError):
@@ -25,11 +28,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def failure_line(stage: str, err: BaseException) -> str:
+    if isinstance(err, StageTimeout):  # its message says what to do
+        return f"{stage} failed: {_first_line(err)}"
     if isinstance(err, ValueError):
         return f"{stage} failed: {_first_line(err)} ({MISTAKE_HINT})"
     return f"{stage} crashed: {type(err).__name__}: {_first_line(err)} ({CRASH_HINT})"
 
 
 def as_stage_failure(stage: str, err: Exception) -> StageMistake | StageCrash:
-    kind = StageMistake if isinstance(err, ValueError) else StageCrash
+    kind = StageMistake if isinstance(err, ValueError | StageTimeout) else StageCrash
     return kind(failure_line(stage, err))

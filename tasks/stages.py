@@ -22,13 +22,15 @@ from sppo.stages.generate import generate
 from sppo.stages.rank import rank
 from sppo.stages.train import train
 from sppo.store import Manifest
+from sppo.timeouts import StageTimeout, stage_deadline
 from tasks.failures import StageCrash, as_stage_failure
 from tasks.progress import ProgressArtifact
 
 
 def _transient(task, task_run, state) -> bool:
     """Retry crashes of the machine or the store, not mistakes in the recipe or the data (ValueError), nor a
-    full disk (ENOSPC; the library names the path as a DiskFullError, a ValueError, where it can)."""
+    full disk (ENOSPC; the library names the path as a DiskFullError, a ValueError, where it can), nor a stage
+    that ran past its deadline (it would hang or run as long again)."""
     try:
         state.result()
     except StageCrash as crash:
@@ -39,7 +41,7 @@ def _transient(task, task_run, state) -> bool:
 
 
 def _worth_retrying(err: BaseException | None) -> bool:
-    if isinstance(err, ValueError):  # StageMistake and every mistake the library names
+    if isinstance(err, ValueError | StageTimeout):  # StageMistake, every mistake the library names, a deadline
         return False
     if isinstance(err, OSError):
         return err.errno != errno.ENOSPC
@@ -99,16 +101,17 @@ def _done(name: str, manifest: Manifest, out: str) -> StageResult:
 
 def stage_task(name: str) -> Callable:
     """A stage as the Prefect task `name` (sppo.artifacts.STAGE_NAMES): the function returns the manifest it
-    committed to its `out` folder; the task logs what it did, reports a failure in one line (_reported) and
-    returns a StageResult."""
+    committed to its `out` folder; the task runs it within compute.stage_timeout_s (StageTimeout past it, not
+    retried), logs what it did, reports a failure in one line (_reported) and returns a StageResult."""
 
     def decorate(fn: Callable[..., Manifest]) -> Callable[..., StageResult]:
         signature = inspect.signature(fn)
 
         @functools.wraps(fn)
         def run(*args, **kwargs) -> StageResult:
-            out = signature.bind(*args, **kwargs).arguments["out"]
-            with _reported(name):
+            given = signature.bind(*args, **kwargs).arguments
+            recipe, out = given["recipe"], given["out"]
+            with _reported(name), stage_deadline(recipe.compute.stage_timeout_s, name, given.get("iteration", 0)):
                 return _done(name, fn(*args, **kwargs), out)
 
         return task(name=name, **STAGE)(run)
@@ -131,22 +134,24 @@ def generate_task(recipe: RecipeConfig, policy: str, iteration: int, out: str) -
 
 
 @stage_task("rank")
-def rank_task(recipe: RecipeConfig, generations: str, out: str) -> Manifest:
+def rank_task(recipe: RecipeConfig, generations: str, iteration: int, out: str) -> Manifest:
     c = recipe.compute
     runner = _runner(c, c.rank_workers, recipe.judge.engine_shape(c.cpus_per_worker, c.gpus_per_worker))
     return rank(recipe, generations, out, runner)
 
 
 @stage_task("build-parquet")
-def build_dataset_task(recipe: RecipeConfig, preferences: str, out: str) -> Manifest:
+def build_dataset_task(recipe: RecipeConfig, preferences: str, iteration: int, out: str) -> Manifest:
     return build_dataset(recipe, preferences, out)
 
 
 @stage_task("train")
-def train_task(recipe: RecipeConfig, dataset: str, policy: str, out: str) -> Manifest:
+def train_task(recipe: RecipeConfig, dataset: str, policy: str, iteration: int, out: str) -> Manifest:
     return train(recipe, dataset, policy, out, ProgressArtifact(f"train: optimizer steps done ({out})"))
 
 
 @stage_task("evaluate")
-def evaluate_task(recipe: RecipeConfig, policy: str, reference: str, base: str, out: str, cache: str) -> Manifest:
+def evaluate_task(
+    recipe: RecipeConfig, policy: str, reference: str, base: str, iteration: int, out: str, cache: str
+) -> Manifest:
     return evaluate(recipe, policy, reference, base, out, cache)

@@ -13,6 +13,7 @@ committed) before going on, so a late kill fails loudly instead of silently test
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -299,3 +300,44 @@ def test_sigterm_stops_the_command_and_releases_the_lock(tmp_path):
     assert not (tmp_path / "store" / RUN / "iter-001.lock").exists(), "the lock is released on SIGTERM"
     assert not (tmp_path / "store" / RUN / "iter-001" / "generate").exists(), "the interrupted stage is not committed"
     assert not any(_alive(c) for c in children), "no child outlives the command"
+
+
+def _flow_run_states(home: Path) -> dict[str, str]:
+    """name -> state type of every flow run in the Prefect database under `home` (its PREFECT_HOME)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(home / "prefect" / "prefect.db")) as db:
+        return dict(db.execute("SELECT name, state_type FROM flow_run").fetchall())
+
+
+def test_ctrl_c_during_generate_exits_130_marks_the_run_ended_and_leaves_no_tmp(tmp_path):
+    """Ctrl-C in the terminal: SIGINT to the command's whole foreground process group, once. Before, it killed
+    Prefect's temporary API as well, and the run hung on it, then stayed RUNNING with .generate.tmp behind."""
+    store, log = tmp_path / "store", tmp_path / "run.log"
+    tmp = store / RUN / "iter-001" / ".generate.tmp"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*_command(store), "--set", "generate.max_new_tokens=1500"],  # a generate stage that lasts
+            cwd=REPO,
+            env=_env(tmp_path),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own, as a terminal's foreground job is
+        )
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not tmp.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, f"generate never started:\n{_tail(log)}"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=RUN_TIMEOUT) == 130, _tail(log)
+    finally:
+        _kill_group(proc)
+
+    left = [str(p.relative_to(store)) for p in store.rglob("*.tmp")]
+    assert left == [], "a temporary folder or file is left for the rerun to trip on"
+    assert not (store / RUN / "iter-001.lock").exists(), "the lock is released on Ctrl-C"
+    assert not (store / RUN / "iter-001" / "generate").exists(), "the interrupted stage is not committed"
+    states = _flow_run_states(tmp_path)
+    assert states.get(f"{RUN}-iter-001") in ("CRASHED", "CANCELLED"), f"flow runs: {states}\n{_tail(log)}"
+    assert "ConnectError" not in log.read_text(errors="replace"), "the API went down with the Ctrl-C"

@@ -17,6 +17,7 @@ from sppo.evaluation import head_to_head, response_stats
 from sppo.generation import chat_prompt_ids, chat_prompt_text
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits, prompts_digest
+from sppo.revisions import hub_data_revision, revision_parts
 from sppo.runner import close
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
@@ -135,5 +136,11 @@ def fingerprint_of(recipe: RecipeConfig) -> str:
     held_out = prompts_digest(load_splits(recipe.data).evaluation)
     judge = recipe.evaluation_judge
     return fingerprint(
-        recipe.data, held_out, *answer_settings(recipe), recipe.evaluate, judge, judge.precision_used(recipe.precision)
+        recipe.data,
+        held_out,
+        *answer_settings(recipe),
+        recipe.evaluate,
+        judge,
+        judge.precision_used(recipe.precision),
+        *revision_parts(hub_data_revision(recipe.data)),
     )

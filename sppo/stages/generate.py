@@ -24,6 +24,7 @@ from sppo.generation import (
 )
 from sppo.models import configure_torch, load_policy_tokenizer
 from sppo.prompts import PromptRecord, load_splits, prompts_digest
+from sppo.revisions import hub_data_revision, revision_parts
 from sppo.runner import Progress, Runner, run_in_process
 from sppo.settings import fingerprint
 from sppo.store import ArtifactStore, Manifest, commit_stage
@@ -123,6 +124,7 @@ def generate(
             "tokens": tokens,
             "tokens_per_second": round(tokens / max(seconds, 1e-9), 2),
             "prompts_truncated": truncated,
+            **({"data_revision": revision} if (revision := hub_data_revision(recipe.data)) else {}),
         }
 
     # No `compute` section here: where the batches run never changes what they produce.
@@ -133,4 +135,5 @@ def generate(
 def fingerprint_of(recipe: RecipeConfig, iteration: int) -> str:
     # The iteration's prompts by content: a prompt file edited under the same path is sampled again.
     prompts = prompts_digest(training_prompts(recipe, iteration))
-    return fingerprint(recipe.data, prompts, recipe.generate, recipe.precision, iteration, signature(GENERATIONS))
+    parts = (recipe.data, prompts, recipe.generate, recipe.precision, iteration, signature(GENERATIONS))
+    return fingerprint(*parts, *revision_parts(hub_data_revision(recipe.data)))
