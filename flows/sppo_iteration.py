@@ -12,7 +12,7 @@ import sys
 from prefect import flow
 
 from flows.cli import run_command
-from sppo.config import load_recipe
+from sppo.config import check_remote_code_overrides, load_recipe
 from sppo.iteration import iteration_lock, starting_policy
 from sppo.names import RUN_NAME_PATTERN
 from sppo.preflight import preflight
@@ -40,6 +40,7 @@ def sppo_iteration(
     lock_wait_seconds: float = 0.0,
 ) -> str:
     """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
+    check_remote_code_overrides(overrides or [])
     recipe = load_recipe(config, overrides or [])
     preflight(recipe, run, iteration)  # also when started from a deployment: a mistake fails before any task
     layout = RunLayout(recipe.open_store(), run)
