@@ -286,3 +286,11 @@ def test_the_images_copy_every_package_the_project_installs():
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
         copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / "docker" / dockerfile).read_text(), re.M))
         assert names <= copied, f"docker/{dockerfile} does not copy {sorted(names - copied)}"
+
+
+def test_the_images_run_as_an_unprivileged_user():
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (REPO / "docker" / dockerfile).read_text()
+        users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+        assert users and users[-1] not in ("root", "0", "0:0"), f"docker/{dockerfile} runs as root"
+        assert re.search(rf"useradd .*--uid {users[-1]} .*--create-home", text), f"docker/{dockerfile}: no such user"
