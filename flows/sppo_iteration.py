@@ -58,7 +58,7 @@ def sppo_iteration(
     # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run, unless
     # that run failed to publish them.
     did_work = not all(s.reused for s in (generations, preferences, dataset, model, metrics))
-    publish_unless_published(recipe.store, run, iteration, did_work)
+    publish_unless_published(recipe.store, run, iteration, did_work, recipe.publish.presign_seconds)
     return metrics.url
 
 

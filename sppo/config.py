@@ -210,6 +210,21 @@ class ComputeConfig(Settings):
     )
 
 
+PRESIGN_SECONDS = 24 * 3600
+
+
+class PublishConfig(Settings):
+    presign_seconds: int = Field(
+        PRESIGN_SECONDS,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Lifetime of the presigned S3 URLs in the Prefect UI's artifacts (the plot, the stage links): "
+        "whoever sees the UI can read those objects that long. At most 7 days (SigV4); with temporary (STS) "
+        "credentials a URL dies with their session, whichever comes first.",
+        json_schema_extra=NOT_OUTPUT,
+    )
+
+
 class RecipeConfig(Settings):
     name: str = Field("cpu-smollm2")
     store: str = Field(
@@ -240,6 +255,7 @@ class RecipeConfig(Settings):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compute: ComputeConfig = ComputeConfig()
+    publish: PublishConfig = PublishConfig()
 
     @field_validator("store")
     @classmethod
