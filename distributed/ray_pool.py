@@ -68,9 +68,8 @@ def token_env() -> dict[str, str]:
     user set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (a cluster's token, e.g. from a Kubernetes Secret), or
     opted out with RAY_AUTH_MODE=disabled.
 
-    RAY_AUTH_MODE itself is left to Ray: with it unset, ray.init() turns token mode on for a local Ray and
-    for a cluster whenever a token is found, and re-reads its configuration (setting it here would come
-    too late for this process, whose Ray read the variable when imported)."""
+    RAY_AUTH_MODE itself is not set here: this process's Ray read it when imported, so connect() turns
+    token mode on through Ray (ray.init() does that itself for a local Ray)."""
     if os.environ.get("RAY_AUTH_MODE") == "disabled":
         return {}
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
@@ -119,6 +118,12 @@ def connect(address: str | None, num_cpus: int | None = None) -> None:
             with loopback_only():
                 ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir)
         else:
+            if "RAY_AUTH_MODE" not in os.environ:
+                # Ray turns token mode on by itself only for a local or "auto" cluster, never for an explicit
+                # address; this is its own switch (the variable for this process's Ray and its children).
+                from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+                _enable_token_auth()
             ray.init(address=address)
 
 

@@ -71,14 +71,14 @@ class LoopbackCluster:
         self.address = f"127.0.0.1:{self.port}"
         self.marker = uuid.uuid4().hex
         self.temp_dir = tempfile.mkdtemp(prefix="sppo-ray-", dir="/tmp")  # short: Ray puts sockets in it
-        # With the project's token (the driver's connect() presents the same one), every node on 127.0.0.1
-        # only (Ray keeps a loopback --node-ip-address only with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
+        # With the project's token: the driver's connect() presents the same one. (Unlike the embedded local
+        # Ray, the nodes keep Ray's rewrite of 127.0.0.1 to the machine's address:
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which keeps a node on loopback, also forbids a second node.)
         self.env = {
             **os.environ,
             **RAY_ENV,
             **token_env(),
             "RAY_AUTH_MODE": "token",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "SPPO_RAY_TEST_CLUSTER": self.marker,
         }
         ray_cli = str(Path(sys.executable).parent / "ray")

@@ -39,6 +39,15 @@ ray.init(address=sys.argv[1])
 print("joined", ray.get(ray.remote(lambda: 41 + 1).remote()), flush=True)
 """
 
+# The same through the pipeline's connect(): no RAY_AUTH_* set, so the project's token file.
+CONNECT = """
+import sys
+import ray
+from distributed.ray_pool import connect
+connect(sys.argv[1])
+print("joined", ray.get(ray.remote(lambda: 41 + 1).remote()), flush=True)
+"""
+
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
 
 
@@ -70,9 +79,9 @@ def local_ray(tmp_path_factory):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _join(address: str, home: Path, **extra: str) -> subprocess.CompletedProcess:
+def _join(address: str, home: Path, script: str = JOIN, **extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", JOIN, address],
+        [sys.executable, "-c", script, address],
         cwd=REPO,
         # The address stays 127.0.0.1 (Ray would rewrite it to the machine's, where nothing listens).
         env=_env(home, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **extra),
@@ -107,6 +116,11 @@ def test_a_client_without_the_token_is_refused(local_ray):
     assert right.returncode == 0, right.stderr[-3000:]
     assert "joined 42" in right.stdout
     assert TOKEN_FILE.read_text() not in right.stdout + right.stderr, "the token was logged"
+
+    pipeline = _join(local_ray["gcs"], home, CONNECT)
+    assert pipeline.returncode == 0, pipeline.stderr[-3000:]
+    assert "joined 42" in pipeline.stdout
+    assert TOKEN_FILE.read_text() not in pipeline.stdout + pipeline.stderr, "the token was logged"
 
 
 def test_every_ray_process_listens_on_loopback_only(local_ray):
