@@ -3,7 +3,10 @@ SPPO_FILE_MODE / SPPO_DIR_MODE say otherwise."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,9 @@ def test_a_mode_that_is_not_octal_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("SPPO_FILE_MODE", "rw-r-----")
     with pytest.raises(StoreError, match="SPPO_FILE_MODE='rw-r-----' is not a permission mode: .* SPPO_FILE_MODE=640"):
         ArtifactStore(tmp_path).put_bytes(ArtifactStore(tmp_path).join("x.json"), b"{}")
+
+
+def test_the_prefect_database_folder_is_the_owners_only():
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+    subprocess.run([sys.executable, "-c", "import flows"], cwd=REPO, env=env, check=True, timeout=120)
+    assert stat.S_IMODE((REPO / ".cache" / "prefect").stat().st_mode) == 0o700
