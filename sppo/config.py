@@ -6,6 +6,7 @@ never silently falls back to a default.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,6 +237,21 @@ class ComputeConfig(Settings):
     )
 
 
+PRESIGN_SECONDS = 24 * 3600
+
+
+class PublishConfig(Settings):
+    presign_seconds: int = Field(
+        PRESIGN_SECONDS,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Lifetime of the presigned S3 URLs in the Prefect UI's artifacts (the plot, the stage links): "
+        "whoever sees the UI can read those objects that long. At most 7 days (SigV4); with temporary (STS) "
+        "credentials a URL dies with their session, whichever comes first.",
+        json_schema_extra=NOT_OUTPUT,
+    )
+
+
 class RecipeConfig(Settings):
     name: str = Field("cpu-smollm2")
     store: str = Field(
@@ -272,6 +288,7 @@ class RecipeConfig(Settings):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compute: ComputeConfig = ComputeConfig()
+    publish: PublishConfig = PublishConfig()
 
     @field_validator("store")
     @classmethod
@@ -329,6 +346,45 @@ def _apply_override(tree: dict[str, Any], override: str) -> None:
         node[leaf] = yaml.safe_load(raw)
     except yaml.YAMLError as err:
         raise ConfigError(f"override {override!r}: the value is not valid YAML ({_yaml_problem(err)})") from None
+
+
+ALLOW_REMOTE_CODE_ENV = "SPPO_ALLOW_REMOTE_CODE"
+_OFF = {"false", "no", "off", "0", "", "none", "null"}
+
+
+def remote_code_fields(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The dotted fields named trust_remote_code that `overrides` switch on, at any depth (a whole section
+    given as one value included, e.g. `judge={type: reward_model, trust_remote_code: true}`)."""
+    tree: dict[str, Any] = {}
+    for override in overrides:
+        _apply_override(tree, override)
+    found: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                field = f"{where}.{key}" if where else str(key)
+                if key == "trust_remote_code" and value is not False and str(value).strip().lower() not in _OFF:
+                    found.append(field)
+                walk(value, field)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(tree, "")
+    return found
+
+
+def check_remote_code_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """A flow run's overrides come from whoever may start a run (a deployment's parameters, the UI): they
+    may not switch model code from the hub on unless the worker allows it (SPPO_ALLOW_REMOTE_CODE=1 in its
+    environment). A recipe file that says trust_remote_code: true is the deployment's own choice."""
+    fields = remote_code_fields(overrides)
+    if fields and os.environ.get(ALLOW_REMOTE_CODE_ENV) != "1":
+        raise ConfigError(
+            f"override of {fields[0]} refused: a flow run's overrides may not turn trust_remote_code on; "
+            f"set {ALLOW_REMOTE_CODE_ENV}=1 in the worker's environment to allow it, or put it in the recipe"
+        )
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -150,6 +150,50 @@ def code_version() -> str:
     return commit or os.environ.get("SPPO_CODE_VERSION") or "unknown"
 
 
+FILE_MODE_ENV, DIR_MODE_ENV = "SPPO_FILE_MODE", "SPPO_DIR_MODE"
+
+
+def _mode(env: str, default: int) -> int:
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    try:
+        mode = int(raw, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise StoreError(f"{env}={raw!r} is not a permission mode: write it in octal, e.g. {env}={default:o}")
+    return mode
+
+
+def store_modes() -> tuple[int, int]:
+    """The permissions of what a local store writes, (files, folders): 0640 and 0750, readable by the
+    owner's group and nobody else, unless SPPO_FILE_MODE / SPPO_DIR_MODE (octal) say otherwise."""
+    return _mode(FILE_MODE_ENV, 0o640), _mode(DIR_MODE_ENV, 0o750)
+
+
+def make_folder(path: Path) -> None:
+    """mkdir -p, each folder it creates given the store's folder mode (mkdir's own mode is cut by umask)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    _, dir_mode = store_modes()
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        folder.chmod(dir_mode)
+
+
+def apply_modes(folder: Path) -> None:
+    """The store's modes on a folder and everything in it (library writers such as safetensors choose their
+    own: model.safetensors came out 0600, JSON 0644)."""
+    file_mode, dir_mode = store_modes()
+    folder.chmod(dir_mode)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(dir_mode if path.is_dir() else file_mode)
+
+
 class ArtifactStore:
     """A root URL and the fsspec filesystem behind it. Stage folders are named by URL strings."""
 
@@ -208,7 +252,7 @@ class ArtifactStore:
             return folder
         tmp = folder.with_name(f"{folder.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        make_folder(tmp)
         for name in manifest.outputs:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -220,6 +264,7 @@ class ArtifactStore:
                 ) from None
         _verify(tmp, manifest, stage_url)
         (tmp / MANIFEST).write_bytes(manifest.to_bytes())
+        apply_modes(tmp)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         return folder
@@ -230,9 +275,10 @@ class ArtifactStore:
         if self.is_local:
             path = Path(self.path_of(url))
             with disk_full_named(path, needed=len(data)):
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_folder(path.parent)
                 tmp = path.with_name(f".{path.name}.tmp")
                 tmp.write_bytes(data)
+                tmp.chmod(store_modes()[0])
                 tmp.replace(path)
         else:
             self.fs.pipe_file(self.path_of(url), data)
@@ -247,9 +293,10 @@ class ArtifactStore:
             self.fs.pipe_file(self.path_of(url), data, mode="create")
             return
         path = Path(self.path_of(url))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         tmp.write_bytes(data)
+        tmp.chmod(store_modes()[0])
         try:
             os.link(tmp, path)
         finally:
@@ -270,6 +317,7 @@ class ArtifactStore:
             self.remove(stage_url)
         if self.is_local:
             (scratch / MANIFEST).write_bytes(manifest.to_bytes())
+            apply_modes(scratch)
             scratch.rename(self.path_of(stage_url))
             return
         for name in manifest.outputs:  # streamed file by file, the manifest last
@@ -312,7 +360,7 @@ class ArtifactStore:
         manifest = self.manifest(source_url)
         scratch = self.scratch_for(stage_url)
         shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
+        make_folder(scratch)
         for name in manifest.outputs:
             (scratch / name).parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -422,7 +470,7 @@ def commit_stage(
     with disk_full_named(scratch):  # the inputs' download (remote stores), the scratch folder, the commit
         local_inputs = {name: store.local_copy(url) for name, url in inputs.items()}
         shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
+        make_folder(scratch)
         started = time.time()
         try:
             with disk_full_named(scratch):  # here, before the cleanup below frees what the stage wrote

@@ -29,15 +29,13 @@ from prefect.artifacts import (
 )
 
 from sppo.artifacts import BEST_FILE, MANIFEST, METRICS_FILE, PAIRS, STAGE_NAMES, STAGES, TRAIN_FILE, read_rows
+from sppo.config import PRESIGN_SECONDS
 from sppo.metrics_table import num
 from sppo.report import IterationResult, collect, plot
 from sppo.store import ArtifactStore, RunLayout
 
 # The artifact shows each stage's minutes and the mean loss; `sppo runs compare` shows the other two.
 ARTIFACT_OMITS = ("loss first/final/mean", "minutes")
-# A presigned S3 URL lives at most 7 days (SigV4): older plots in a key's history stop loading after that;
-# the PNG itself stays in the store under <run>/ui/.
-PRESIGNED_SECONDS = 7 * 24 * 3600
 SAMPLES_SHOWN = 3
 PAIRS_SHOWN = 3
 
@@ -56,15 +54,23 @@ def metrics_rows(results: list[IterationResult]) -> list[dict[str, str]]:
     return [{c: r.row[c] for c in r.row if c not in ARTIFACT_OMITS} for r in results]
 
 
-def browser_url(store: ArtifactStore, url: str) -> str:
-    """A URL a browser can open for an object in the store: presigned for S3, file:// for a local folder
-    (a browser will not follow a file:// link from a web page, but the link text can be copied)."""
+def browser_url(store: ArtifactStore, url: str, presign_seconds: int = PRESIGN_SECONDS) -> str:
+    """A URL a browser can open for an object in the store: presigned for S3 (a read link to that object for
+    `presign_seconds`, the recipe's publish.presign_seconds; STS credentials end it with their session),
+    file:// for a local folder (a browser will not follow a file:// link from a web page, but the link text
+    can be copied)."""
     if store.is_local:
         return Path(store.path_of(url)).resolve().as_uri()
-    return store.fs.url(store.path_of(url), expires=PRESIGNED_SECONDS)
+    return store.fs.url(store.path_of(url), expires=presign_seconds)
 
 
-def plot_url(store: ArtifactStore, layout: RunLayout, results: list[IterationResult], iteration: int) -> str:
+def plot_url(
+    store: ArtifactStore,
+    layout: RunLayout,
+    results: list[IterationResult],
+    iteration: int,
+    presign_seconds: int = PRESIGN_SECONDS,
+) -> str:
     """The plot as an image URL the UI's browser can load: for a local store a data: URL (a web page may not
     load file://), for S3 a presigned URL of the PNG written under <run>/ui/."""
     with tempfile.TemporaryDirectory(prefix="sppo-plot-") as tmp:
@@ -75,7 +81,7 @@ def plot_url(store: ArtifactStore, layout: RunLayout, results: list[IterationRes
         return "data:image/png;base64," + base64.b64encode(png).decode()
     url = store.join(layout.run, "ui", f"metrics-iter-{iteration:03d}.png")
     store.put_bytes(url, png)
-    return browser_url(store, url)
+    return browser_url(store, url, presign_seconds)
 
 
 def _quote(text: str, limit: int = 1500) -> str:
@@ -130,18 +136,22 @@ def samples_markdown(store: ArtifactStore, layout: RunLayout, iteration: int) ->
     return "\n\n".join(blocks) + "\n"
 
 
-def publish_links(store: ArtifactStore, layout: RunLayout, iteration: int) -> None:
+def publish_links(
+    store: ArtifactStore, layout: RunLayout, iteration: int, presign_seconds: int = PRESIGN_SECONDS
+) -> None:
     for stage in STAGES:
         folder = layout.stage_url(iteration, stage)
         if store.manifest(folder) is not None:
             create_link_artifact(
-                link=browser_url(store, f"{folder}/{MANIFEST}"),
+                link=browser_url(store, f"{folder}/{MANIFEST}", presign_seconds),
                 link_text=folder,
                 description=f"iteration {iteration}, {STAGE_NAMES[stage]}: the stage folder (link: its manifest)",
             )
     best = store.join(layout.run, BEST_FILE)
     if store.exists(best):
-        create_link_artifact(link=browser_url(store, best), link_text=best, description="the run's best model")
+        create_link_artifact(
+            link=browser_url(store, best, presign_seconds), link_text=best, description="the run's best model"
+        )
 
 
 def published_url(layout: RunLayout, iteration: int) -> str:
@@ -149,7 +159,9 @@ def published_url(layout: RunLayout, iteration: int) -> str:
     return layout.store.join(layout.run, "ui", f"published-iter-{iteration:03d}.json")
 
 
-def publish_unless_published(store_root: str, run: str, iteration: int, did_work: bool) -> None:
+def publish_unless_published(
+    store_root: str, run: str, iteration: int, did_work: bool, presign_seconds: int = PRESIGN_SECONDS
+) -> None:
     """Publish the run's artifacts after `iteration` finished, if this flow run did work or if the results it
     reused were never published (the run that made them failed while publishing: the API was down)."""
     layout = RunLayout(ArtifactStore(store_root), run)
@@ -161,10 +173,10 @@ def publish_unless_published(store_root: str, run: str, iteration: int, did_work
         if marker.get("evaluate") == layout.store.manifest_digest(layout.stage_url(iteration, "evaluate")):
             get_run_logger().info("iteration %d: every stage reused; its artifacts were published when made", iteration)
             return
-    publish_iteration(store_root, run, iteration)
+    publish_iteration(store_root, run, iteration, presign_seconds)
 
 
-def publish_iteration(store_root: str, run: str, iteration: int) -> None:
+def publish_iteration(store_root: str, run: str, iteration: int, presign_seconds: int = PRESIGN_SECONDS) -> None:
     """Publish the run's artifacts after `iteration` finished, then mark them published."""
     store = ArtifactStore(store_root)
     layout = RunLayout(store, run)
@@ -181,7 +193,7 @@ def publish_iteration(store_root: str, run: str, iteration: int) -> None:
     )
     create_image_artifact(
         key=f"{key}-plot",
-        image_url=plot_url(store, layout, results, iteration),
+        image_url=plot_url(store, layout, results, iteration, presign_seconds),
         description=f"Run {run}: metrics across {span} (iteration 0 = the base model)",
     )
     create_markdown_artifact(
@@ -189,7 +201,7 @@ def publish_iteration(store_root: str, run: str, iteration: int) -> None:
         markdown=samples_markdown(store, layout, iteration),
         description=f"Run {run}, iteration {iteration}: sample answers and training pairs",
     )
-    publish_links(store, layout, iteration)
+    publish_links(store, layout, iteration, presign_seconds)
     digest = store.manifest_digest(layout.stage_url(iteration, "evaluate"))  # which results, all stages before it
     store.put_bytes(published_url(layout, iteration), json.dumps({"evaluate": digest}).encode())
     get_run_logger().info("iteration %d: published artifacts %s-metrics, %s-plot, %s-samples", iteration, key, key, key)

@@ -24,7 +24,7 @@ from sppo.store import ArtifactStore, RunLayout
 
 from .conftest import REPO
 
-RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}  # authentication: distributed.ray_pool.token_env()
 
 
 def stage_recipe(store: Path, model_dir: Path, executor: str = "local", extra: list[str] = ()):
@@ -60,15 +60,27 @@ def free_port() -> int:
 
 
 class LoopbackCluster:
-    """A Ray head and `workers` more nodes on 127.0.0.1, one CPU each. Every process it starts inherits a
-    marker variable; stop() kills exactly those (never `ray stop`, which would end other Rays on the box)."""
+    """A Ray head and `workers` more nodes on 127.0.0.1, one CPU each, with token authentication. Every
+    process it starts inherits a marker variable; stop() kills exactly those (never `ray stop`, which would
+    end other Rays on the box)."""
 
     def __init__(self, workers: int = 1):
+        from distributed.ray_pool import token_env  # imports Ray
+
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.marker = uuid.uuid4().hex
         self.temp_dir = tempfile.mkdtemp(prefix="sppo-ray-", dir="/tmp")  # short: Ray puts sockets in it
-        self.env = {**os.environ, **RAY_ENV, "SPPO_RAY_TEST_CLUSTER": self.marker}
+        # With the project's token: the driver's connect() presents the same one. (Unlike the embedded local
+        # Ray, the nodes keep Ray's rewrite of 127.0.0.1 to the machine's address:
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which keeps a node on loopback, also forbids a second node.)
+        self.env = {
+            **os.environ,
+            **RAY_ENV,
+            **token_env(),
+            "RAY_AUTH_MODE": "token",
+            "SPPO_RAY_TEST_CLUSTER": self.marker,
+        }
         ray_cli = str(Path(sys.executable).parent / "ray")
         common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         try:

@@ -286,3 +286,28 @@ def test_the_images_copy_every_package_the_project_installs():
     for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
         copied = set(re.findall(r"^COPY (\w+) \1$", (REPO / "docker" / dockerfile).read_text(), re.M))
         assert names <= copied, f"docker/{dockerfile} does not copy {sorted(names - copied)}"
+
+
+def test_the_images_run_as_an_unprivileged_user():
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (REPO / "docker" / dockerfile).read_text()
+        users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+        assert users and users[-1] not in ("root", "0", "0:0"), f"docker/{dockerfile} runs as root"
+        assert re.search(rf"useradd .*--uid {users[-1]} .*--create-home", text), f"docker/{dockerfile}: no such user"
+
+
+def test_the_clusters_require_the_ray_token_from_a_secret():
+    spec = KUBERAY["spec"]
+    templates = [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]
+    for template in templates:
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env.get("RAY_AUTH_MODE", {}).get("value") == "token", f"{container['name']}: Ray without auth"
+            secret = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+            assert secret and secret["name"], f"{container['name']}: RAY_AUTH_TOKEN not from a Kubernetes Secret"
+    assert "--env RAY_AUTH_MODE=token" in RAY_UP["docker"]["run_options"]
+    assert "--env-file /etc/sppo/env" in RAY_UP["docker"]["run_options"]  # where RAY_AUTH_TOKEN comes from
+    for commands in (RAY_UP["head_start_ray_commands"], RAY_UP["worker_start_ray_commands"]):
+        assert any("RAY_AUTH_TOKEN" in c for c in commands), "ray start without checking for the token"
+    assert "disabled" not in (REPO / "infra" / "ray-up.yaml").read_text()
+    assert "disabled" not in (REPO / "infra" / "ray-cluster.yaml").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from sppo.judges.base import sigmoid_matrix
-from sppo.judges.pairrm import PairRMJudge
+from sppo.judges.pairrm import PairRMJudge, PairRMJudgeConfig
 from sppo.prompts import PromptRecord
 from sppo.testing import build_tiny_pairrm
 
@@ -116,6 +117,30 @@ def test_missing_ranker_path_is_a_clear_error(tmp_path):
     missing = tmp_path / "no-such-ranker"
     with pytest.raises(FileNotFoundError, match="no-such-ranker"):
         PairRMJudge(str(missing))
+
+
+@pytest.mark.parametrize(
+    "backbone", [{"model_type": "phi", "model_name": "microsoft/phi-2"}, {"model_name": "microsoft/phi-2"}]
+)
+def test_a_ranker_needing_remote_code_is_refused_before_any_load(ranker_path, tmp_path, backbone, monkeypatch):
+    import llm_blender.blender.blender as blender_module
+
+    phi = tmp_path / "phi-ranker"
+    shutil.copytree(ranker_path, phi)
+    config = json.loads((phi / "config.json").read_text())
+    (phi / "config.json").write_text(json.dumps({**config, **backbone}))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("llm-blender was asked to load the ranker")
+
+    monkeypatch.setattr(blender_module.Blender, "loadranker", no_load)
+    with pytest.raises(ValueError, match=r"judge\.trust_remote_code: .*phi-ranker.*trust_remote_code=True"):
+        PairRMJudge(str(phi))
+    with pytest.raises(ValueError, match="judge.trust_remote_code"):
+        PairRMJudgeConfig(ranker_path=str(phi)).build()
+    # Allowed: the load goes ahead (and reaches llm-blender).
+    with pytest.raises(RuntimeError, match="llm-blender was asked"):
+        PairRMJudgeConfig(ranker_path=str(phi), trust_remote_code=True).build()
 
 
 def test_folder_without_config_is_a_clear_error(tmp_path):

@@ -15,11 +15,13 @@ def cluster():
     os.environ.update(RAY_ENV)
     import ray
 
+    from distributed.ray_pool import connect
+
     if ray.is_initialized():
         ray.shutdown()
     cluster = LoopbackCluster(workers=1)
     try:
-        ray.init(address=cluster.address)
+        connect(cluster.address)  # with the token the cluster was started with
         yield cluster
     finally:
         ray.shutdown()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import json
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -28,6 +29,7 @@ from sppo.judges.base import Judgement, JudgeSettings, sigmoid_matrix
 from sppo.judges.blender_compat import patch_llm_blender
 from sppo.precision import resolve_precision
 from sppo.prompts import PromptRecord
+from sppo.settings import NOT_OUTPUT
 from sppo.sources import looks_like_path
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,21 @@ class PairRMJudgeConfig(JudgeSettings):
         "as the reference's rank.py gives it, or 'raw', the prompt text alone.",
     )
 
+    trust_remote_code: bool = Field(
+        False,
+        description="Allow a ranker whose backbone llm-blender loads with the hub's own code (Phi backbones); "
+        "off for safety: such a ranker is refused before anything is loaded.",
+        json_schema_extra=NOT_OUTPUT,  # a permission: the same ranker judges the same either way
+    )
+
     def build(self, precision: str = "fp32") -> PairRMJudge:
         return PairRMJudge(
-            self.ranker_path, self.mode, self.batch_size, prompt_format=self.prompt_format, precision=precision
+            self.ranker_path,
+            self.mode,
+            self.batch_size,
+            prompt_format=self.prompt_format,
+            precision=precision,
+            trust_remote_code=self.trust_remote_code,
         )
 
     def check(self, field: str) -> None:
@@ -82,6 +96,7 @@ class PairRMJudge:
         device: str = "cpu",
         prompt_format: str = "raw",
         precision: str = "fp32",
+        trust_remote_code: bool = False,
     ):
         if mode not in MODES:
             raise ValueError(f"PairRMJudge mode {mode!r} is not one of {MODES}")
@@ -89,7 +104,7 @@ class PairRMJudge:
         self.prompt_format = prompt_format
         self.mode = mode
         self.batch_size = batch_size
-        self.blender = _load_blender(ranker_path, device)
+        self.blender = _load_blender(ranker_path, device, trust_remote_code)
         self.device = device
         self.bf16 = resolve_precision(precision).name == "bf16"
 
@@ -160,7 +175,30 @@ class PairRMJudge:
         return [Judgement(scores=m.mean(axis=1), matrix=m) for m in matrices]
 
 
-def _load_blender(ranker_path: str, device: str):
+def remote_code_reason(ranker_config: dict, ranker_path: str) -> str | None:
+    """Why llm-blender would run a ranker with trust_remote_code=True, or None: it hardcodes that for a
+    backbone whose model_type starts with "phi" (model_util.build_pretrained_model) and for a tokenizer
+    whose model_name contains "phi" (model_util.build_tokenizer; the ranker's path stands in for a
+    missing model_name)."""
+    model_type = str(ranker_config.get("model_type") or "")
+    model_name = str(ranker_config.get("model_name") or ranker_path)
+    if model_type.startswith("phi"):
+        return f"its config.json says model_type {model_type!r}"
+    if "phi" in model_name:
+        return f"its model_name {model_name!r} contains 'phi'"
+    return None
+
+
+def _ranker_config(ranker_path: str, local: Path) -> dict:
+    """The ranker's config.json: from its folder, or that one file from the hub."""
+    if local.is_dir():
+        return json.loads((local / "config.json").read_text(encoding="utf-8"))
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(ranker_path, "config.json")).read_text(encoding="utf-8"))
+
+
+def _load_blender(ranker_path: str, device: str, trust_remote_code: bool = False):
     local = Path(ranker_path).expanduser()
     if not local.exists() and not _is_hub_id(ranker_path):
         raise FileNotFoundError(
@@ -169,6 +207,13 @@ def _load_blender(ranker_path: str, device: str):
         )
     if local.is_dir() and not (local / "config.json").is_file():
         raise FileNotFoundError(f"PairRM ranker folder {local} has no config.json (ranker_type, model_name, ...)")
+    reason = remote_code_reason(_ranker_config(ranker_path, local), ranker_path)
+    if reason and not trust_remote_code:
+        raise ValueError(
+            f"judge.trust_remote_code: PairRM ranker {ranker_path!r} would run code from its model repository "
+            f"(llm-blender loads it with trust_remote_code=True: {reason}); set judge.trust_remote_code: true "
+            "only if you trust that code"
+        )
     patch_llm_blender()
     from llm_blender import Blender, BlenderConfig
 
