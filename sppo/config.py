@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sppo.adapters import AdapterConfig, NoAdapterConfig
 from sppo.generation import EngineRequest
 from sppo.generators import GeneratorConfig, HFGeneratorConfig
 from sppo.judges import JudgeConfig, RuleJudgeConfig
@@ -100,6 +101,12 @@ class TrainConfig(Settings):
         SPPOLossConfig(),
         description="The preference loss, by `type` ('sppo', 'sppo_single', 'sppo_hard', 'dpo'), with its `beta` "
         "(sppo/losses/).",
+    )
+    adapter: AdapterConfig = Field(
+        NoAdapterConfig(),
+        description="What is trained, by `type`: 'none' (every weight) or 'lora' (low-rank adapters through peft, "
+        "with r, alpha, dropout, target_modules; sppo/adapters/). With an adapter, pi_ref is the same model with the "
+        "adapter switched off, and the committed model is the merged policy, with the adapter in model/adapter/.",
     )
     learning_rate: float = Field(5e-7, gt=0.0, le=1.0)
     optimizer: Literal["rmsprop", "adamw"] = Field("rmsprop")
