@@ -366,6 +366,8 @@ def train_policy(
     bf16 = precision is not None and precision.name == "bf16"
     if cfg.disable_dropout:
         disable_dropout(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     truncated = sum(p.truncated for p in pairs)
     if truncated and rank == 0:
         log.warning(

@@ -119,3 +119,24 @@ def test_the_train_stage_commits_the_merged_policy_and_the_adapter(tiny_model_di
     adapted = _logprobs(with_adapter, pairs, pad)
     assert (adapted - base_logprobs).abs().min() > 1e-3, "training through the adapter changed nothing"
     assert _logprobs(merged, pairs, pad) == pytest.approx(adapted, abs=1e-4)
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_gradient_checkpointing_trains_to_the_same_weights(tiny_model_dir, adapter):
+    """Recomputing activations in the backward changes memory, not numbers (so it is not in the fingerprint)."""
+    trained = []
+    for checkpointing in (False, True):
+        cfg = _train_config(adapter=adapter, gradient_checkpointing=checkpointing)
+        model, tokenizer = load_policy(tiny_model_dir, training=True)
+        model = cfg.adapter.wrap(model, cfg.seed)
+        forwards = []
+        model.get_decoder().layers[0].self_attn.register_forward_hook(lambda *_, seen=forwards: seen.append(1))
+        pairs = tokenize_pairs(ROWS, tokenizer, cfg.max_length, cfg.max_prompt_length)
+        history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False)
+        # One reference batch and two steps; recomputing runs each step's forward again in its backward.
+        assert len(forwards) == (5 if checkpointing else 3)
+        trained.append((history, {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}))
+    (plain, plain_weights), (recomputed, recomputed_weights) = trained
+    assert [h["loss"] for h in recomputed] == pytest.approx([h["loss"] for h in plain], rel=1e-6)
+    for name, weight in plain_weights.items():
+        assert torch.allclose(recomputed_weights[name], weight, rtol=0, atol=1e-6), name
