@@ -186,13 +186,17 @@ def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def has_adapter(model) -> bool:
+    """Whether `model` (or the model inside a DeepSpeed engine) is a peft model: one trained through an adapter."""
+    from peft import PeftModel
+
+    return isinstance(getattr(model, "module", model), PeftModel)
+
+
 def adapter_off(model) -> contextlib.AbstractContextManager:
     """A context in which a peft model (or a DeepSpeed engine around one) computes with its base weights alone,
     pi_t's: peft's disable_adapter(). Any other model is left as it is."""
-    from peft import PeftModel
-
-    inner = getattr(model, "module", model)
-    return inner.disable_adapter() if isinstance(inner, PeftModel) else contextlib.nullcontext()
+    return getattr(model, "module", model).disable_adapter() if has_adapter(model) else contextlib.nullcontext()
 
 
 # no_grad, not inference_mode: ZeRO-3's parameter hooks must run (and may allocate) inside this forward.
@@ -364,6 +368,8 @@ def train_policy(
     reference pass included; weights, optimizer state, log-softmax, log-ratios and loss stay fp32."""
     rank, size = world()
     bf16 = precision is not None and precision.name == "bf16"
+    if cfg.adapter.type != "none" and not has_adapter(model):  # else every weight would train, silently
+        raise ValueError(f"train.adapter is {cfg.adapter.type} but the model has none: pass cfg.adapter.wrap(model)")
     if cfg.disable_dropout:
         disable_dropout(model)
     if cfg.gradient_checkpointing:

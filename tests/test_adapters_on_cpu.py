@@ -79,6 +79,13 @@ def test_the_reference_is_the_base_with_the_adapter_off_and_only_the_adapter_tra
     assert (trained - _logprobs(frozen, pairs, pad)).abs().min() > 1e-3, "the adapter changed nothing"
 
 
+def test_training_refuses_a_model_without_the_adapter_the_recipe_names(tiny_model_dir):
+    model, tokenizer = load_policy(tiny_model_dir, training=True)
+    pairs = tokenize_pairs(ROWS, tokenizer, 128, 64)
+    with pytest.raises(ValueError, match="train.adapter is lora but the model has none"):
+        train_policy(model, pairs, _train_config(), tokenizer.pad_token_id, progress=False)
+
+
 def _commit_dataset(store, url: str) -> None:
     def produce(tmp, _):
         write_rows([dict(r, prompt_id=f"p{i}") for i, r in enumerate(ROWS)], PAIRS, tmp / TRAIN_FILE)
