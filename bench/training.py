@@ -1,12 +1,16 @@
 """Training pairs/s and tokens/s: our train loop (sppo.training, reference pass included) against TRL's
 `DPOTrainer(loss_type="sppo_hard")` with its default reference handling (a frozen copy run at every step), on
 the same model, pairs, batch size, max length, optimizer and schedule, fp32; and our achieved FLOP/s against
-the GEMM roofline. Model loading and tokenizing are outside both timings; the reference pass is inside both."""
+the GEMM roofline. Model loading and tokenizing are outside both timings; the reference pass is inside both.
+Beside full fine-tuning, the same run through a LoRA adapter (train.adapter): pairs/s and each one's peak memory."""
 
 from __future__ import annotations
 
 import gc
+import multiprocessing
+import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from bench.context import Context
 from bench.report import Row
@@ -23,9 +27,13 @@ FIGURES = (
     "pairs_per_s_separate_rows",
     "pairs_per_s_bf16",
     "bf16_x_limit",
+    "pairs_per_s_lora",
+    "peak_gb_lora",
 )
 # The default recipe's training settings, with TRL's hard-label loss so both sides optimise the same objective.
 BATCH, MAX_LENGTH, MAX_PROMPT_LENGTH, LEARNING_RATE, WARMUP, BETA = 2, 512, 256, 1e-5, 0.1, 0.01
+# The adapter of configs/llama-3-8b-instruct-lora.yaml: rank 16 on every linear layer.
+LORA = {"type": "lora", "r": 16, "alpha": 32, "target_modules": "all-linear"}
 
 
 def bench_pairs(count: int, words: tuple[int, int]) -> list[dict]:
@@ -46,7 +54,12 @@ def bench_pairs(count: int, words: tuple[int, int]) -> list[dict]:
 
 
 def train_ours(
-    ctx: Context, rows: list[dict], reference_given: bool = False, shared_prompt: bool = True, precision: str = "fp32"
+    ctx: Context,
+    rows: list[dict],
+    reference_given: bool = False,
+    shared_prompt: bool = True,
+    precision: str = "fp32",
+    adapter: dict | None = None,
 ) -> tuple[float, list[int], list[int]]:
     """Seconds of sppo.training.train_policy (reference log-probs, then one epoch), the sequences' lengths,
     and the lengths of the rows it computes (one per pair, prompt + both responses, in the shared-prompt
@@ -55,7 +68,7 @@ def train_ours(
     reference_given: the pairs carry pi_ref's log-probabilities, as the train stage's pairs do when the
     generating engine returned them (sppo.generation.Completion.logprob); they are computed here, untimed,
     by the same reference pass, so training skips it. shared_prompt: train.shared_prompt. precision: the recipe's
-    (bf16: autocast over fp32 master weights, its own reference pass)."""
+    (bf16: autocast over fp32 master weights, its own reference pass). adapter: train.adapter (default none)."""
     from dataclasses import replace
 
     from sppo.config import TrainConfig
@@ -75,8 +88,10 @@ def train_ours(
         max_length=MAX_LENGTH,
         max_prompt_length=MAX_PROMPT_LENGTH,
         shared_prompt=shared_prompt,
+        adapter=adapter or "none",
     )
     model, tokenizer = load_policy(ctx.model, training=True)
+    model = cfg.adapter.wrap(model, cfg.seed)
     pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
     if reference_given:
         ref = reference_logprobs(model, pairs, 4 * BATCH, tokenizer.pad_token_id).tolist()
@@ -85,6 +100,22 @@ def train_ours(
     train_policy(model, pairs, cfg, tokenizer.pad_token_id, progress=False, precision=resolve_precision(precision))
     seconds = time.perf_counter() - start
     return seconds, Batcher(0, False).row_lengths(pairs), Batcher(0, shared_prompt).row_lengths(pairs)
+
+
+def in_fresh_process(ctx: Context, *args, **kwargs) -> tuple[tuple[float, list[int], list[int]], int]:
+    """train_ours(ctx, *args, **kwargs) in a new process, and that process's peak resident memory (bytes): each
+    run's peak is then its own, not the highest of every run before it in one process. It includes the ~0.5 GB
+    every run pays for Python, torch and transformers."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_train_ours_measuring_peak, ctx, *args, **kwargs).result()
+
+
+def _train_ours_measuring_peak(ctx: Context, *args, **kwargs):
+    from sppo.models import configure_torch
+
+    configure_torch(ctx.threads)
+    result = train_ours(ctx, *args, **kwargs)
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def train_trl(ctx: Context, rows: list[dict]) -> tuple[float, float, list[int]]:
@@ -150,8 +181,9 @@ def measure(ctx: Context) -> dict:
 
     configure_torch(ctx.threads)
     rows = bench_pairs(ctx.sizes.train_pairs, ctx.sizes.train_response_words)
-    ours_s, lengths, computed_rows = train_ours(ctx, rows)
-    gc.collect()
+    # Full fine-tuning and LoRA each in a process of its own, so that each has its own peak memory.
+    (ours_s, lengths, computed_rows), ours_peak = in_fresh_process(ctx, rows)
+    (lora_s, _, _), lora_peak = in_fresh_process(ctx, rows, adapter=LORA)
     given_s, _, _ = train_ours(ctx, rows, reference_given=True)
     gc.collect()
     separate_s, _, _ = train_ours(ctx, rows, shared_prompt=False)
@@ -213,6 +245,24 @@ def measure(ctx: Context) -> dict:
             target="<= 2.5x",
             note=f"the bf16 run's seconds against its FLOPs at the best native GEMM ({ctx.best_gflops:.0f} GFLOP/s)",
         ),
+        Row(
+            "pairs_per_s_lora",
+            n / lora_s,
+            "pairs/s",
+            "full fine-tuning",
+            n / ours_s,
+            note="train.adapter lora r=16 on every linear layer: no weight gradients or optimizer state for the "
+            "frozen base, reference pass with the adapter off; fp32",
+        ),
+        Row(
+            "peak_gb_lora",
+            lora_peak / 1e9,
+            "GB",
+            "full fine-tuning",
+            ours_peak / 1e9,
+            ratio_unit="%",
+            note="peak resident memory of each run's own process (ru_maxrss), loading and imports included",
+        ),
     ]
     details = {
         "pairs": n,
@@ -220,6 +270,9 @@ def measure(ctx: Context) -> dict:
         "ours_reference_given_s": given_s,
         "ours_separate_rows_s": separate_s,
         "ours_bf16_s": bf16_s,
+        "ours_lora_s": lora_s,
+        "ours_peak_bytes": ours_peak,
+        "ours_lora_peak_bytes": lora_peak,
         "trl_s": trl_s,
         "trl_setup_s": trl_setup_s,
         "tokens": tokens,

@@ -49,7 +49,7 @@ def train(argv: list[str] | None = None) -> int:
     from transformers.integrations import HfDeepSpeedConfig
 
     from sppo.deepspeed_engine import deepspeed_config, gathered_state_dict
-    from sppo.models import configure_torch, load_policy
+    from sppo.models import configure_torch, load_policy, save_trained_policy
     from sppo.precision import resolve_precision
     from sppo.training import tokenize_pairs, train_policy, world
 
@@ -64,6 +64,7 @@ def train(argv: list[str] | None = None) -> int:
     # partition of the weights, never a full copy (the point of ZeRO-3 for a 7B policy on 8 ranks).
     zero3_loading = HfDeepSpeedConfig(ds_config) if cfg.deepspeed.stage == 3 else None
     model, tokenizer = load_policy(args.policy, recipe.model.trust_remote_code, training=True)
+    model = cfg.adapter.wrap(model, cfg.seed)  # its new weights are partitioned by deepspeed.initialize
     pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
 
     def report(step: int, total: int) -> None:  # what `launch` turns into progress; also readable by hand
@@ -81,15 +82,14 @@ def train(argv: list[str] | None = None) -> int:
         on_step=report,
         precision=precision,
     )
-    state = gathered_state_dict(model)
+    # With an adapter only its weights are gathered: the frozen base is pi_t's, read back from --policy.
+    state = gathered_state_dict(model, trainable_only=cfg.adapter.type != "none")
+    del zero3_loading  # from here on, from_pretrained (rank 0 merging the adapter) loads a whole model
     if rank == 0:
-        args.out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(args.out, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(args.out)
+        save_trained_policy(model, tokenizer, args.out, args.policy, state, recipe.model.trust_remote_code)
         (args.out / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
-    del zero3_loading
     return 0
 
 

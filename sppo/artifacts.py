@@ -36,6 +36,9 @@ GENERATIONS_FILE = "generations.parquet"  # generate/
 PREFERENCES_FILE = "preferences.parquet"  # rank/
 TRAIN_FILE = "train.parquet"  # dataset/
 TRAIN_LOG = "train_log.jsonl"  # model/, beside the weights: one record per optimizer step
+# model/adapter/: with train.adapter, the trained adapter as peft saves it (adapter_config.json,
+# adapter_model.safetensors); model/ itself holds the merged policy, so readers of model/ never look inside.
+ADAPTER_FOLDER = "adapter"
 METRICS_FILE = "metrics.json"  # evaluate/
 BEST_FILE = "BEST.json"  # <run>/: the run's best model, a pointer (sppo.runs.best)
 ANSWERS_FOLDER = "eval-answers"  # <run>/: held-out answers per model, a checksummed cache

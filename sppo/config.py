@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sppo.adapters import AdapterConfig, NoAdapterConfig
 from sppo.generation import EngineRequest
 from sppo.generators import GeneratorConfig, HFGeneratorConfig
 from sppo.judges import JudgeConfig, RuleJudgeConfig
@@ -119,6 +120,12 @@ class TrainConfig(Settings):
         description="The preference loss, by `type` ('sppo', 'sppo_single', 'sppo_hard', 'dpo'), with its `beta` "
         "(sppo/losses/).",
     )
+    adapter: AdapterConfig = Field(
+        NoAdapterConfig(),
+        description="What is trained, by `type`: 'none' (every weight) or 'lora' (low-rank adapters through peft, "
+        "with r, alpha, dropout, target_modules; sppo/adapters/). With an adapter, pi_ref is the same model with the "
+        "adapter switched off, and the committed model is the merged policy, with the adapter in model/adapter/.",
+    )
     learning_rate: float = Field(5e-7, gt=0.0, le=1.0)
     optimizer: Literal["rmsprop", "adamw"] = Field("rmsprop")
     weight_decay: float = Field(0.0, ge=0.0)
@@ -156,6 +163,13 @@ class TrainConfig(Settings):
         True,
         description="Train without dropout, as the reference's trainer does (TRL's disable_dropout): the reference "
         "log-probs come from the model in eval mode, so dropout in training would skew every log-ratio.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Keep only each decoder layer's input from the forward pass and recompute the rest in the "
+        "backward (transformers' gradient_checkpointing_enable, non-reentrant): the activations of one layer instead "
+        "of all of them, for about a third more compute. Same numbers, so not part of the stage's fingerprint.",
+        json_schema_extra=NOT_OUTPUT,
     )
     max_length: int = Field(1024, ge=16, description="Prompt + response tokens, longer pairs are truncated.")
     max_prompt_length: int = Field(512, ge=8)

@@ -72,21 +72,22 @@ class DeepSpeedEngine:
         return lr, float(self.model.get_global_grad_norm() or 0.0)
 
 
-def gathered_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+def gathered_state_dict(model: torch.nn.Module, trainable_only: bool = False) -> dict[str, torch.Tensor] | None:
     """The full state dict on rank 0 (None elsewhere); under ZeRO-3 gathered one module at a time.
+    `trainable_only`: only the parameters that train (an adapter's), no buffers.
 
     Every rank must call it. Tied parameters stay one tensor so save_pretrained can drop the duplicate."""
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     state: dict[str, torch.Tensor] = {}
     seen: dict[int, torch.Tensor] = {}
     for prefix, module in model.named_modules():
-        params = list(module.parameters(recurse=False))
-        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+        named = [(n, p) for n, p in module.named_parameters(recurse=False) if p.requires_grad or not trainable_only]
+        with deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
             if rank == 0:
-                for name, param in module.named_parameters(recurse=False):
+                for name, param in named:
                     key = f"{prefix}.{name}" if prefix else name
                     state[key] = seen.setdefault(id(param), param.detach().cpu().clone())
-                for name, buf in module.named_buffers(recurse=False):
+                for name, buf in module.named_buffers(recurse=False) if not trainable_only else ():
                     if name not in module._non_persistent_buffers_set:
                         state[f"{prefix}.{name}" if prefix else name] = buf.detach().cpu().clone()
     return state if rank == 0 else None

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, LlamaConfig, LlamaForCausalLM
 
+from sppo.artifacts import ADAPTER_FOLDER
 from sppo.sources import (
     SMOLLM2_GGUF,
     ModelSourceError,
@@ -98,10 +99,35 @@ def prepare_base_model(
     save_policy(model, tokenizer, out_dir)
 
 
-def save_policy(model, tokenizer, out_dir: Path) -> None:
+def save_policy(model, tokenizer, out_dir: Path, state_dict: dict | None = None) -> None:
+    """An HF model folder: safetensors weights, config, tokenizer. `state_dict`: the weights to write where the
+    model's own are partitioned (ZeRO-3 gathers them on rank 0)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.save_pretrained(out_dir, state_dict=state_dict, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+
+
+def save_trained_policy(
+    model, tokenizer, out_dir: Path, policy_dir: Path, state_dict: dict | None = None, trust_remote_code: bool = False
+) -> None:
+    """Write pi_{t+1} as every later stage reads it: a plain HF folder (save_policy).
+
+    A policy trained through an adapter (a peft model) also writes the adapter, as peft saves it, into
+    out_dir/adapter/; the folder's own weights are pi_t's, reloaded from `policy_dir`, with that saved adapter
+    merged in, so the committed model is exactly the committed adapter applied to pi_t (and the model in
+    training, whose base weights may be partitioned or cast, is never merged in place). `state_dict`: as for
+    save_policy; for a peft model only its adapter weights are needed."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        save_policy(model, tokenizer, out_dir, state_dict)
+        return
+    adapter_dir = out_dir / ADAPTER_FOLDER
+    # save_embedding_layers: we never resize the vocabulary, and "auto" may ask the hub about the base's name.
+    model.save_pretrained(adapter_dir, state_dict=state_dict, safe_serialization=True, save_embedding_layers=False)
+    base = AutoModelForCausalLM.from_pretrained(policy_dir, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    save_policy(merged, tokenizer, out_dir)
 
 
 def check_weights_finite(model_dir: Path) -> None:

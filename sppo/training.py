@@ -2,10 +2,12 @@
 
 pi_ref is pi_t, the policy that generated the data. The policy starts out equal to pi_t, so the
 reference log-probs are computed once, from the policy itself without gradients, before the first
-update: no frozen copy sits in memory and no step pays for a second forward pass."""
+update: no frozen copy sits in memory and no step pays for a second forward pass. A policy trained through
+an adapter (train.adapter) computes them with its adapter switched off: pi_t's own weights."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -184,6 +186,19 @@ def all_ranks_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def has_adapter(model) -> bool:
+    """Whether `model` (or the model inside a DeepSpeed engine) is a peft model: one trained through an adapter."""
+    from peft import PeftModel
+
+    return isinstance(getattr(model, "module", model), PeftModel)
+
+
+def adapter_off(model) -> contextlib.AbstractContextManager:
+    """A context in which a peft model (or a DeepSpeed engine around one) computes with its base weights alone,
+    pi_t's: peft's disable_adapter(). Any other model is left as it is."""
+    return getattr(model, "module", model).disable_adapter() if has_adapter(model) else contextlib.nullcontext()
+
+
 # no_grad, not inference_mode: ZeRO-3's parameter hooks must run (and may allocate) inside this forward.
 @torch.no_grad()
 def reference_logprobs(
@@ -196,7 +211,7 @@ def reference_logprobs(
     bf16: bool = False,
 ) -> torch.Tensor:
     """(N, 2) log pi_ref of (chosen, rejected) for every pair: the generating engine's (TokenizedPair.reference)
-    where the pair has them, else from the not-yet-updated policy.
+    where the pair has them, else from the not-yet-updated policy (with its adapter, if any, switched off).
 
     The pairs to compute go longest first in batches of `batch_size`, so each batch pads to lengths close to
     its own (the order of a forward pass without gradients changes nothing but padding). With several ranks
@@ -212,12 +227,13 @@ def reference_logprobs(
     order = sorted(todo, key=lambda i: -pair_length(pairs[i]))
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     rounds = range(0, len(batches), size)
-    for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
-        mine = first + rank
-        idx = batches[mine] if mine < len(batches) else batches[0]
-        logps = sequence_logprobs(model, make_batch([pairs[i] for i in idx]), bf16)
-        if mine < len(batches):
-            out[idx] = torch.stack(logps.chunk(2), dim=1).float().cpu()
+    with adapter_off(model):
+        for first in tqdm(rounds, desc="reference log-probs", unit="batch", disable=not progress):
+            mine = first + rank
+            idx = batches[mine] if mine < len(batches) else batches[0]
+            logps = sequence_logprobs(model, make_batch([pairs[i] for i in idx]), bf16)
+            if mine < len(batches):
+                out[idx] = torch.stack(logps.chunk(2), dim=1).float().cpu()
     model.train(was_training)
     out = all_ranks_sum(out)
     for i, pair in enumerate(pairs):
@@ -352,8 +368,12 @@ def train_policy(
     reference pass included; weights, optimizer state, log-softmax, log-ratios and loss stay fp32."""
     rank, size = world()
     bf16 = precision is not None and precision.name == "bf16"
+    if cfg.adapter.type != "none" and not has_adapter(model):  # else every weight would train, silently
+        raise ValueError(f"train.adapter is {cfg.adapter.type} but the model has none: pass cfg.adapter.wrap(model)")
     if cfg.disable_dropout:
         disable_dropout(model)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     truncated = sum(p.truncated for p in pairs)
     if truncated and rank == 0:
         log.warning(

@@ -1,5 +1,5 @@
 """DeepSpeed on CPU: the recipe fills the JSON config, and a two-process ZeRO-3 job (gloo) runs the
-single-process training loop to the same losses and weights.
+single-process training loop to the same losses and weights, with and without a LoRA adapter.
 
 The two-process test is marked `distributed` (`make test-distributed`): ~45 s warm, ~2.5 min on a fresh
 checkout where DeepSpeed JIT-compiles its helper ops into .cache/torch_extensions first."""
@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from sppo.artifacts import PAIRS, TRAIN_FILE, write_rows
+from sppo.artifacts import ADAPTER_FOLDER, PAIRS, TRAIN_FILE, write_rows
 from sppo.config import ConfigError, DeepSpeedConfig, RecipeConfig, TrainConfig, load_recipe
 from sppo.deepspeed_engine import deepspeed_config
 from sppo.models import load_policy
@@ -74,21 +74,32 @@ def test_several_processes_need_a_deepspeed_section():
 
 
 @pytest.mark.distributed
-def test_two_process_zero3_matches_one_process(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("adapter", ["none", "lora"])
+def test_two_process_zero3_matches_one_process(tiny_model_dir, tmp_path, adapter):
     rows = _rows(16)
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     write_rows(rows, PAIRS, dataset / TRAIN_FILE)
 
     # One process, in process: global batch 1 x 4 x 1 = 4 pairs, 4 optimizer steps.
-    single = _train_config(grad_accum=4)
+    single = _train_config(grad_accum=4, adapter=adapter)
     model, tokenizer = load_policy(tiny_model_dir, training=True)
+    model = single.adapter.wrap(model, single.seed)
     pairs = tokenize_pairs(rows, tokenizer, single.max_length, single.max_prompt_length)
     expected = train_policy(model, pairs, single, tokenizer.pad_token_id, progress=False)
     assert len(expected) == 4
+    if adapter != "none":  # the job commits the merged policy, its adapter beside it
+        model = model.merge_and_unload()
 
     # Two ranks under ZeRO-3, launched as the train stage launches them: global batch 1 x 2 x 2 = 4 pairs.
-    double = _train_config(grad_accum=2, processes=2, deepspeed=DeepSpeedConfig(stage=3))
+    # With LoRA the ranks also recompute activations, as configs/llama-3-8b-instruct-lora.yaml trains: same numbers.
+    double = _train_config(
+        grad_accum=2,
+        processes=2,
+        deepspeed=DeepSpeedConfig(stage=3),
+        adapter=adapter,
+        gradient_checkpointing=adapter != "none",
+    )
     out = tmp_path / "model"
     got = launch(RecipeConfig(threads=2, precision="fp32", train=double), dataset, tiny_model_dir, out)
 
@@ -100,6 +111,7 @@ def test_two_process_zero3_matches_one_process(tiny_model_dir, tmp_path):
     assert [h["loss"] for h in got] == pytest.approx([h["loss"] for h in expected], rel=1e-4)
     assert [h["logr_chosen"] for h in got] == pytest.approx([h["logr_chosen"] for h in expected], rel=1e-3, abs=1e-5)
     assert expected[-1]["loss"] < expected[0]["loss"]
+    assert (out / ADAPTER_FOLDER / "adapter_model.safetensors").is_file() == (adapter != "none")
 
     # The gathered ZeRO-3 model is a plain HF folder with the single-process run's weights. Adam divides each
     # gradient by its own running scale, so where a gradient is near zero the float-order noise above can move

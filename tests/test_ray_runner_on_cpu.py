@@ -59,6 +59,8 @@ def test_fingerprints_follow_what_each_stage_uses():
     assert changed("judge.scale=2.0") == {"rank", "evaluate"}
     assert changed("evaluate.judge.type=rule", "evaluate.judge.scale=2.0") == {"evaluate"}  # not rank
     assert changed("train.loss.beta=0.5") == {"train"}
+    assert changed("train.adapter=lora") == {"train"}
+    assert changed("train.gradient_checkpointing=true") == set()  # recomputed activations are the same numbers
     assert changed("judge.batch_size=2") == set()  # the rule judge's batches change no verdict
     assert changed("generate.engine.type=vllm") == {"generate", "evaluate"}
     vllm = ["generate.engine.type=vllm"]

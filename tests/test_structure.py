@@ -68,6 +68,7 @@ def test_no_import_cycles():
         ("sppo.judges", "JudgeConfig", {"base", "blender_compat"}),
         ("sppo.generators", "GeneratorConfig", {"base"}),
         ("sppo.losses", "LossConfig", {"base"}),
+        ("sppo.adapters", "AdapterConfig", {"base"}),
     ],
 )
 def test_every_plugin_module_is_one_member_of_its_union(family, union, others):

@@ -1,4 +1,5 @@
-"""train: pi_{t+1} from pi_t with the recipe's loss, saved as an HF model folder.
+"""train: pi_{t+1} from pi_t with the recipe's loss, saved as an HF model folder (with train.adapter: the merged
+policy, and the adapter in model/adapter/).
 
 In this process by default; as a launched DeepSpeed job (jobs/train_deepspeed.py) when train.deepspeed is set."""
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from sppo.artifacts import PAIRS, TRAIN_FILE, TRAIN_LOG, read_rows
 from sppo.config import RecipeConfig
-from sppo.models import check_weights_finite, configure_torch, load_policy, save_policy
+from sppo.models import check_weights_finite, configure_torch, load_policy, save_trained_policy
 from sppo.precision import resolve_precision
 from sppo.runner import Progress
 from sppo.settings import fingerprint
@@ -31,10 +32,11 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: P
         else:
             configure_torch(recipe.threads)
             model, tokenizer = load_policy(inputs["reference"], recipe.model.trust_remote_code, training=True)
+            model = cfg.adapter.wrap(model, cfg.seed)
             pairs = tokenize_pairs(rows, tokenizer, cfg.max_length, cfg.max_prompt_length)
             precision = resolve_precision(recipe.precision)
             history = train_policy(model, pairs, cfg, tokenizer.pad_token_id, on_step=progress, precision=precision)
-            save_policy(model, tokenizer, tmp)
+            save_trained_policy(model, tokenizer, tmp, inputs["reference"], None, recipe.model.trust_remote_code)
             (tmp / TRAIN_LOG).write_text("".join(json.dumps(h) + "\n" for h in history))
         check_weights_finite(tmp)  # the loop checks every step; this also covers a launched job's output
         losses = [h["loss"] for h in history]
@@ -43,6 +45,7 @@ def train(recipe: RecipeConfig, dataset: str, policy: str, out: str, progress: P
             "processes": cfg.processes if cfg.deepspeed is not None else 1,
             "reference": str(policy),
             "loss": cfg.loss.type,
+            "adapter": cfg.adapter.type,
             "precision": resolve_precision(recipe.precision).name,
             "steps": len(history),
             "first_loss": losses[0],
