@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gflops", type=float, help="the GEMM rate of this precision (bench's roofline)")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--logprobs", action="store_true", help="as the generate stage asks: ids and log-probs")
     args = parser.parse_args(argv)
 
     import torch
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from sppo.generators import VLLMGeneratorConfig
 
     prompts = [r.prompt for r in bench_prompts(args.prompts)]
-    sampling = Sampling(args.k, temperature=0.7, top_p=0.9, max_new_tokens=args.new_tokens, seed=0)
+    sampling = Sampling(args.k, 0.7, 0.9, args.new_tokens, seed=0, logprobs=args.logprobs)
     request = EngineRequest(args.model, args.prompts * args.k, 512, args.new_tokens, args.precision, args.threads)
     engine = VLLMGeneratorConfig().build(request)
     shape = ModelShape.of_folder(args.model)
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         shape.sequence_flops(p) + sum(shape.generation_flops(p, c.num_tokens + 1) for c in cs)
         for p, cs in zip(prompt_tokens, plain, strict=True)
     )
-    print(f"torch {torch.__version__}, {args.precision}, {args.prompts} prompts x {args.k}, {tokens} tokens")
+    asked = "with log-probs" if args.logprobs else "without log-probs"
+    print(f"torch {torch.__version__}, {args.precision}, {args.prompts} prompts x {args.k}, {tokens} tokens, {asked}")
     print(f"wall: {plain_s:.1f} s ({tokens / plain_s:.0f} tok/s, {flops / plain_s / 1e9:.0f} GFLOP/s achieved)")
     if args.gflops:
         print(
