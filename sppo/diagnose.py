@@ -7,23 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, PAIRS, TRAIN_FILE, decode_answers, read_rows
+from sppo.answer_cache import cached_answers
+from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, PAIRS, TRAIN_FILE, read_rows
 from sppo.config import RecipeConfig
 from sppo.diagnostics import pair_report, prompts_of, sample_report
 from sppo.prompts import load_splits
 from sppo.store import RunLayout
-
-
-def _answers(layout: RunLayout, model_url: str) -> dict[str, str]:
-    """A model's held-out answers from the run's answer cache (prompt id -> answer), {} if none is cached."""
-    store = layout.store
-    prefix = store.manifest_digest(model_url)[:16]
-    folder = Path(store.path_of(layout.answers_url()))
-    for entry in sorted(folder.glob(f"{prefix}-*.json")):
-        rows = decode_answers(entry.read_bytes())
-        if rows:
-            return {r["prompt_id"]: r["response"] for r in rows}
-    return {}
 
 
 def diagnose(recipe: RecipeConfig, layout: RunLayout, iteration: int, models: bool = True) -> dict:
@@ -40,7 +29,7 @@ def diagnose(recipe: RecipeConfig, layout: RunLayout, iteration: int, models: bo
         from sppo.policy_shift import policy_shift  # torch: only when asked
 
         before, after = layout.model_url(iteration - 1), layout.model_url(iteration)
-        theirs, ours = _answers(layout, before), _answers(layout, after)
+        theirs, ours = cached_answers(store, layout, before), cached_answers(store, layout, after)
         held_out = [
             {"prompt_id": p.id, "prompt": p.prompt, "chosen": ours[p.id], "rejected": theirs[p.id]}
             for p in load_splits(recipe.data).evaluation

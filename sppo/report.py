@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,6 @@ def plot(results: list[IterationResult], path: Path, dpi: int = 100) -> None:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     base = results[0].base
@@ -99,10 +99,19 @@ def plot(results: list[IterationResult], path: Path, dpi: int = 100) -> None:
         "constraints met (iteration 0 = base)",
         "mean response tokens (iteration 0 = base)",
     )
+    save_panels(fig, axes, titles, win_rate_panels=2, path=path, dpi=dpi)
+
+
+def save_panels(fig, axes, titles: Sequence[str], win_rate_panels: int, path: Path, dpi: int) -> None:
+    """Title, integer iteration axis and legend on each panel, the 1/2 line on the first `win_rate_panels`
+    (win rates), then the PNG."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     for n, (ax, title) in enumerate(zip(axes, titles, strict=True)):
-        if n < 2:
+        if n < win_rate_panels:
             ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10 if len(title) < 50 else 9)
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8)

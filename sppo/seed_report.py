@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from sppo.artifacts import decode_answers
+from sppo.answer_cache import cached_answers
 from sppo.constraints import check, words
 from sppo.evaluation import head_to_head
 from sppo.fluency import repetition
 from sppo.judges.base import Judge
 from sppo.metrics_table import num
 from sppo.prompts import PromptRecord
-from sppo.report import ANALYSIS_MARKER, IterationResult, collect
+from sppo.report import ANALYSIS_MARKER, IterationResult, collect, save_panels
 from sppo.store import ArtifactStore, RunLayout
 
 OUTCOME = {"win": 1.0, "tie": 0.5, "loss": 0.0}
@@ -67,17 +67,6 @@ def constraints_met(prompt: PromptRecord, answer: str) -> float | None:
     return float(np.mean([check(c, answer) for c in prompt.constraints])) if words(answer) else 0.0
 
 
-def cached_answers(store: ArtifactStore, layout: RunLayout, model_url: str) -> dict[str, str]:
-    """A model's held-out answers from the run's answer cache (prompt id -> answer), {} if none is cached."""
-    prefix = store.manifest_digest(model_url)[:16]
-    folder = store.path_of(layout.answers_url())
-    for path in sorted(store.fs.glob(f"{folder}/{prefix}-*.json")) if store.fs.exists(folder) else []:
-        rows = decode_answers(store.fs.cat_file(path))
-        if rows:
-            return {r["prompt_id"]: r["response"] for r in rows}
-    return {}
-
-
 @dataclass
 class Row:
     label: str
@@ -89,7 +78,8 @@ def _win_rate(results: Sequence[IterationResult | None], key: str) -> Figure:
     h2hs = [getattr(r, key) if r else None for r in results]
     return Figure(
         [h.get("win_rate") if h else None for h in h2hs],
-        [OUTCOME[v] for h in h2hs if h for v in h.get("verdicts", [])],
+        # metrics.json keeps the counts (its per-prompt verdicts go with the samples only)
+        [v for h in h2hs if h for v in [1.0] * h["wins"] + [0.5] * h["ties"] + [0.0] * h["losses"]],
     )
 
 
@@ -197,7 +187,6 @@ def plot(rows: list[Row], path: Path, dpi: int = 100) -> None:
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     panels = ("win vs base", "constraints met, neither degenerate", "loop rate", "mean tokens")
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 4))
@@ -215,16 +204,8 @@ def plot(rows: list[Row], path: Path, dpi: int = 100) -> None:
             for seed in range(len(figures[0].per_seed)):
                 ys = [f.per_seed[seed] if f.per_seed[seed] is not None else math.nan for f in figures]
                 ax.plot(xs, ys, ".", color=f"C{n}", alpha=0.35)
-    for ax, name in zip(axes, panels, strict=True):
-        if name == "win vs base":
-            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"{name} (mean over seeds, pooled 95% CI; dots: seeds)", fontsize=9)
-        ax.set_xlabel("iteration")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    titles = [f"{name} (mean over seeds, pooled 95% CI; dots: seeds)" for name in panels]
+    save_panels(fig, axes, titles, win_rate_panels=1, path=path, dpi=dpi)
 
 
 def write_seed_report(

@@ -1,6 +1,7 @@
 """Two-iteration campaigns of two losses on two seeds of the smoke recipe, and the report written from them."""
 
 import json
+import re
 
 from flows.sppo_campaign import campaign_runs, main
 from sppo.report import ANALYSIS_MARKER, collect
@@ -52,6 +53,7 @@ def test_campaigns_per_loss_and_seed_and_their_report(tmp_path):
     assert "mean over 2 seed(s)" in text and "Iteration 2, head to head: sppo vs dpo: win rate" in text
     sppo_2 = next(line for line in text.splitlines() if line.startswith("| sppo | 2 |"))
     assert sppo_2.count("(") == 8, "each figure gives each seed's value"  # 8 columns, one (...) each
+    assert re.match(r"\| sppo \| 2 \| \S+ \[\S+, \S+\] \(", sppo_2), "win rates pooled over the seeds' prompts"
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A hand-written analysis below the marker survives regenerating the report (the rerun reuses every stage).
