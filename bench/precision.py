@@ -44,9 +44,9 @@ def _sample(ctx: Context, prompts: list[str], precision: str):
 def _training_logprobs(ctx: Context, prompts: list[str], samples, bf16: bool) -> np.ndarray:
     """Training's log pi of each sample (tokens + end-of-turn), its reference pass in fp32 or bf16 autocast."""
     from sppo.generation import chat_prompt_ids
+    from sppo.logprobs import reference_logprobs
     from sppo.models import load_policy
     from sppo.pair_batches import TokenizedPair
-    from sppo.training import reference_logprobs
 
     model, tokenizer = load_policy(ctx.model, training=False)
     eos = tokenizer.eos_token_id

@@ -72,10 +72,12 @@ def train_ours(
     from dataclasses import replace
 
     from sppo.config import TrainConfig
+    from sppo.logprobs import reference_logprobs
     from sppo.models import load_policy
     from sppo.pair_batches import Batcher
+    from sppo.pair_tokens import tokenize_pairs
     from sppo.precision import resolve_precision
-    from sppo.training import reference_logprobs, tokenize_pairs, train_policy
+    from sppo.training import train_policy
 
     cfg = TrainConfig(
         loss={"type": "sppo_hard", "beta": BETA},

@@ -6,7 +6,7 @@ masks attention so the rejected tokens see the prompt but not the chosen ones, w
 after the prompt: every token then has exactly the context (and the rotary position) it has in its own
 row, and the prompt, a third to a half of a chat-templated pair here, is computed once instead of twice.
 
-Both say which logits to score in the same form, so `sppo.training.sequence_logprobs` has one path:
+Both say which logits to score in the same form, so `sppo.logprobs.sequence_logprobs` has one path:
 `rows` and `positions` of the hidden states that predict a response token, the `targets` they predict,
 and the `owners`: which sequence (chosen ones 0..B-1, then rejected ones B..2B-1) each belongs to."""
 
@@ -29,6 +29,12 @@ class TokenizedPair:
     # log pi_ref of (chosen, rejected) as the generating engine computed it, when these exact sequences are
     # what it sampled (sppo.generation.Completion); None: the reference pass computes them.
     reference: tuple[float, float] | None = None
+
+
+def pair_length(pair: TokenizedPair) -> int:
+    """Tokens of the pair's longer sequence: what a batch of one row per sequence pads to (a shared-prompt row
+    holds both responses, and grows with the longer one too)."""
+    return len(pair.prompt) + max(len(pair.chosen), len(pair.rejected))
 
 
 # Attention implementations that take a custom 4D mask as given (flash attention and paged kernels do not).

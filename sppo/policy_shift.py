@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sppo.logprobs import reference_logprobs
 from sppo.models import load_policy
 from sppo.pair_batches import TokenizedPair
-from sppo.training import reference_logprobs, tokenize_pairs
+from sppo.pair_tokens import tokenize_pairs
 
 BATCH = 8
 

@@ -8,13 +8,15 @@ from peft import PeftModel
 
 from sppo.artifacts import ADAPTER_FOLDER, PAIRS, TRAIN_FILE, write_rows
 from sppo.config import RecipeConfig, TrainConfig, load_recipe
+from sppo.logprobs import adapter_off, reference_logprobs, sequence_logprobs
 from sppo.models import load_policy
 from sppo.optim import make_optimizer
 from sppo.pair_batches import collate
+from sppo.pair_tokens import tokenize_pairs
 from sppo.stages.base import prepare_base
 from sppo.stages.train import train
 from sppo.store import commit_stage
-from sppo.training import adapter_off, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
+from sppo.training import train_policy
 
 from .test_training_on_cpu import ROWS
 

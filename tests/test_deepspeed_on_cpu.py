@@ -14,9 +14,10 @@ from sppo.artifacts import ADAPTER_FOLDER, PAIRS, TRAIN_FILE, write_rows
 from sppo.config import ConfigError, DeepSpeedConfig, RecipeConfig, TrainConfig, load_recipe
 from sppo.deepspeed_engine import deepspeed_config
 from sppo.models import load_policy
+from sppo.pair_tokens import tokenize_pairs
 from sppo.precision import resolve_precision
 from sppo.train_distributed import _stream, job_failure, launch
-from sppo.training import tokenize_pairs, train_policy
+from sppo.training import train_policy
 
 WORDS = "blue red green hi hello there turtles colour lowercase yes no maybe always never".split()
 

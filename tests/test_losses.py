@@ -4,9 +4,10 @@ import pytest
 import torch
 from pydantic import TypeAdapter, ValidationError
 
+from sppo.logprobs import sequence_logprobs
 from sppo.losses import LossConfig
 from sppo.pair_batches import collate
-from sppo.training import sequence_logprobs, tokenize_pairs
+from sppo.pair_tokens import tokenize_pairs
 
 LOSS = TypeAdapter(LossConfig)
 LOSS_TYPES = ("sppo", "sppo_single", "sppo_hard", "dpo")

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from sppo.config import TrainConfig
+from sppo.logprobs import reference_logprobs, sequence_logprobs
 from sppo.models import load_policy
 from sppo.pair_batches import Batcher, batcher_for, collate, collate_shared
-from sppo.training import reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
+from sppo.pair_tokens import tokenize_pairs
+from sppo.training import train_policy
 
 ROWS = [
     {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I like turtles a lot, really, truly.",

@@ -8,9 +8,11 @@ import torch
 from sppo import precision as precision_module
 from sppo.config import TrainConfig, load_recipe
 from sppo.generation import EngineRequest, Sampling
+from sppo.logprobs import reference_logprobs
 from sppo.models import load_policy
+from sppo.pair_tokens import tokenize_pairs
 from sppo.precision import resolve_precision
-from sppo.training import reference_logprobs, tokenize_pairs, train_policy
+from sppo.training import train_policy
 
 from .test_training_on_cpu import ROWS
 

@@ -9,8 +9,9 @@ from collections import Counter
 import pytest
 
 from sppo.generation import Completion, EngineRequest, Sampling, check_completions, sequence_logprob, stop_token_ids
+from sppo.logprobs import reference_logprobs
 from sppo.models import load_policy
-from sppo.training import reference_logprobs, tokenize_pairs
+from sppo.pair_tokens import tokenize_pairs
 
 EOS, OTHER = 2, 7
 PROMPTS = ["Name a colour.", "Count to three."]

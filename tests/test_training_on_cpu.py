@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from sppo.config import TrainConfig
+from sppo.logprobs import reference_logprobs, sequence_logprobs
 from sppo.models import load_policy
 from sppo.pair_batches import batcher_for, collate
-from sppo.training import pair_loss, reference_logprobs, sequence_logprobs, tokenize_pairs, train_policy
+from sppo.pair_tokens import tokenize_pairs
+from sppo.training import pair_loss, train_policy
 
 ROWS = [
     {
@@ -80,7 +82,7 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss(policy, loss):
 
 
 def test_a_non_finite_loss_stops_training_naming_the_pair(policy):
-    from sppo.training import TrainingDivergedError
+    from sppo.train_engine import TrainingDivergedError
 
     model, tokenizer = policy
     rows = [dict(ROWS[0], prompt_id="p-good"), dict(ROWS[1], prompt_id="p-broken", chosen_probs_win=float("nan"))]
@@ -242,7 +244,7 @@ def test_generation_logprobs_are_the_reference_pass(tiny_model_dir):
 
 
 def _pairs_of_lengths(lengths: list[int]) -> list:
-    from sppo.training import TokenizedPair
+    from sppo.pair_batches import TokenizedPair
 
     return [TokenizedPair(f"p{i}", [1] * 10, [2] * n, [3] * (n // 2 + 1), {}) for i, n in enumerate(lengths)]
 
@@ -250,7 +252,8 @@ def _pairs_of_lengths(lengths: list[int]) -> list:
 def test_length_grouped_steps_take_every_pair_once_and_pad_less():
     import random
 
-    from sppo.training import epoch_steps, pair_length
+    from sppo.pair_batches import pair_length
+    from sppo.training import epoch_steps
 
     rng = random.Random(5)
     pairs = _pairs_of_lengths([rng.randint(3, 128) for _ in range(301)])

@@ -91,8 +91,9 @@ def test_vllm_returns_the_reference_log_probabilities_training_would_compute(eng
     import torch
 
     from sppo.generation import Sampling, chat_prompt_ids
+    from sppo.logprobs import reference_logprobs
     from sppo.models import load_policy
-    from sppo.training import TokenizedPair, reference_logprobs
+    from sppo.pair_batches import TokenizedPair
 
     prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three."]
     # At the recipe's temperature and top-p: the log-probs returned must be the raw (temperature 1) ones.
@@ -162,8 +163,9 @@ def test_vllm_stops_on_every_eos_id_as_the_hf_engine_does(vllm_model_dir, tmp_pa
 
     from sppo.generation import Sampling, chat_prompt_ids
     from sppo.generators import VLLMGeneratorConfig
+    from sppo.logprobs import reference_logprobs
     from sppo.models import load_policy
-    from sppo.training import TokenizedPair, reference_logprobs
+    from sppo.pair_batches import TokenizedPair
 
     prompts = ["Name a colour.", "Say hi in lowercase.", "Count to three."]
     # Engines of its own: closing one leaves the module's shared engine unusable (vLLM's process-wide state).
