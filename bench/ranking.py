@@ -9,6 +9,8 @@ as under deberta-v3's own. A prompt with K responses is K(K-1)/2 pairs; PairRM s
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +21,21 @@ from bench.texts import bench_prompts, responses
 FIGURES = ("loop_pairs_per_s", "batched_pairs_per_s", "ranker_build_s")
 
 
+@dataclass(frozen=True)
+class Ranked:
+    ranker: Path  # the random ranker's folder
+    records: list  # the prompts (PromptRecord)
+    candidates: list[list[str]]  # K responses per prompt
+    scores: np.ndarray  # (prompts, K, K) batched scores
+
+
 def measure(ctx: Context) -> dict:
+    return side_by_side(ctx, "cpu")[0]
+
+
+def side_by_side(ctx: Context, device: str) -> tuple[dict, Ranked]:
+    """The measurement on `device`, and what was ranked with the batched scores (for the GPU profile's
+    comparison with the CPU)."""
     from sppo.judges.pairrm import PairRMJudge
     from sppo.models import configure_torch
     from sppo.testing import PAIRRM_RANKER, TINY_RANKER, build_tiny_pairrm
@@ -33,12 +49,13 @@ def measure(ctx: Context) -> dict:
 
     start = time.perf_counter()
     ranker = build_tiny_pairrm(ctx.work / "ranker", shape=shape, words=[r.prompt for r in records] + texts)
-    judge = PairRMJudge(str(ranker), mode="scores", batch_size=s.rank_batch, prompt_format="raw")
+    judge = PairRMJudge(str(ranker), mode="scores", batch_size=s.rank_batch, device=device, prompt_format="raw")
     build_s = time.perf_counter() - start
     blender = judge.blender
     tokens = [len(blender.ranker_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
 
-    blender.rank([records[0].prompt], [candidates[0]], return_scores=True, batch_size=1, disable_tqdm=True)  # warm-up
+    # Warm-up, so neither timing pays for first calls (on a GPU: its context and kernel loading).
+    blender.rank([records[0].prompt], [candidates[0]], return_scores=True, batch_size=1, disable_tqdm=True)
     start = time.perf_counter()
     one_by_one = [
         blender.rank([r.prompt], [cs], return_scores=True, batch_size=1, disable_tqdm=True)
@@ -75,5 +92,7 @@ def measure(ctx: Context) -> dict:
         "response_ranker_tokens_mean": float(np.mean(tokens)),
         "shape": shape.__dict__,
         "scores_finite": finite,
+        "device": str(next(blender.ranker.parameters()).device),
     }
-    return {"rows": rows, "details": details}
+    ranked = Ranked(ranker, records, candidates, np.stack([j.scores for j in batched]))
+    return {"rows": rows, "details": details}, ranked

