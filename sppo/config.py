@@ -177,12 +177,21 @@ class TrainConfig(Settings):
     processes: int = Field(
         1,
         ge=1,
-        description="Training processes on this node (one per GPU); > 1 needs `deepspeed`. The global "
-        "batch is batch_size * grad_accum * processes pairs.",
+        description="Training processes on each node (one per GPU); > 1 needs `deepspeed`. The global "
+        "batch is batch_size * grad_accum * processes * nodes pairs.",
     )
-    launcher: Literal["torchrun", "deepspeed"] = Field(
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="Nodes of the Ray cluster (compute.ray_address) the training job spans, `processes` ranks on "
+        "each; > 1 needs launcher 'ray'. The stage's fingerprint counts the ranks in all (train_world_size).",
+        json_schema_extra=NOT_OUTPUT,
+    )
+    launcher: Literal["torchrun", "deepspeed", "ray"] = Field(
         "torchrun",
-        description="Launcher the train stage runs the DeepSpeed job (`python -m jobs.train_deepspeed`) under.",
+        description="How the train stage runs the DeepSpeed job: 'torchrun' or 'deepspeed' start its ranks on "
+        "this node (`python -m jobs.train_deepspeed`); 'ray' runs them as Ray Train workers (TorchTrainer) on the "
+        "cluster's nodes, inputs and the trained model passing through the store.",
         json_schema_extra=NOT_OUTPUT,
     )
     deepspeed: DeepSpeedConfig | None = Field(
@@ -193,7 +202,16 @@ class TrainConfig(Settings):
     def _processes_need_deepspeed(self) -> TrainConfig:
         if self.processes > 1 and self.deepspeed is None:
             raise ValueError(f"processes={self.processes} needs a `deepspeed:` section, e.g. `deepspeed: {{stage: 3}}`")
+        if self.nodes > 1 and self.launcher != "ray":
+            raise ValueError(f"nodes={self.nodes} needs launcher 'ray' (Ray Train): torchrun starts ranks on one node")
+        if self.launcher == "ray" and self.deepspeed is None:
+            raise ValueError("launcher 'ray' runs the DeepSpeed job: add a `deepspeed:` section, e.g. {stage: 3}")
         return self
+
+    @property
+    def world_size(self) -> int:
+        """Ranks of the training job, on every node."""
+        return self.processes * self.nodes
 
 
 class EvaluateConfig(Settings):

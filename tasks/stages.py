@@ -20,7 +20,7 @@ from sppo.stages.dataset import build_dataset
 from sppo.stages.evaluate import evaluate
 from sppo.stages.generate import generate
 from sppo.stages.rank import rank
-from sppo.stages.train import train
+from sppo.stages.train import ClusterLaunch, train
 from sppo.store import Manifest
 from sppo.timeouts import StageTimeout, stage_deadline
 from tasks.failures import StageCrash, as_stage_failure
@@ -147,7 +147,17 @@ def build_dataset_task(recipe: RecipeConfig, preferences: str, iteration: int, o
 
 @stage_task("train")
 def train_task(recipe: RecipeConfig, dataset: str, policy: str, iteration: int, out: str) -> Manifest:
-    return train(recipe, dataset, policy, out, ProgressArtifact(f"train: optimizer steps done ({out})"))
+    progress = ProgressArtifact(f"train: optimizer steps done ({out})")
+    return train(recipe, dataset, policy, out, progress, _cluster_launch(recipe.train.launcher))
+
+
+def _cluster_launch(launcher: str) -> ClusterLaunch | None:
+    """Ray Train's launcher for train.launcher 'ray'; None otherwise (the local executor never imports Ray)."""
+    if launcher != "ray":
+        return None
+    from distributed.ray_train import launch_on_cluster
+
+    return launch_on_cluster
 
 
 @stage_task("evaluate")

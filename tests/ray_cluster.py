@@ -60,11 +60,11 @@ def free_port() -> int:
 
 
 class LoopbackCluster:
-    """A Ray head and `workers` more nodes on 127.0.0.1, one CPU each, with token authentication. Every
+    """A Ray head and `workers` more nodes on 127.0.0.1, `cpus` logical CPUs each, with token authentication. Every
     process it starts inherits a marker variable; stop() kills exactly those (never `ray stop`, which would
     end other Rays on the box)."""
 
-    def __init__(self, workers: int = 1):
+    def __init__(self, workers: int = 1, cpus: int = 1):
         from distributed.ray_pool import token_env  # imports Ray
 
         self.port = free_port()
@@ -82,7 +82,7 @@ class LoopbackCluster:
             "SPPO_RAY_TEST_CLUSTER": self.marker,
         }
         ray_cli = str(Path(sys.executable).parent / "ray")
-        common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
+        common = [f"--num-cpus={cpus}", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         try:
             self._start(
                 [ray_cli, "start", "--head", f"--port={self.port}", f"--temp-dir={self.temp_dir}"]
