@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sppo.adapters import AdapterConfig, NoAdapterConfig
+from sppo.constraints import known_types
 from sppo.generation import EngineRequest
 from sppo.generators import GeneratorConfig, HFGeneratorConfig
 from sppo.judges import JudgeConfig, RuleJudgeConfig
@@ -67,6 +68,23 @@ class DataConfig(Settings):
     split_seed: int = Field(0, description="Seed of the permutation that assigns prompts to splits.")
     eval_prompts: int = Field(100, ge=1, description="Held-out prompts for evaluation, never trained on.")
     prompts_per_iteration: int = Field(200, ge=1, description="Fresh training prompts for each iteration.")
+    holdout_constraint_types: list[str] = Field(
+        [],
+        description="Constraint types never trained on: a prompt carrying one never enters a training split, and "
+        "evaluate reports the held-out prompts that carry one apart ('unseen types'). A gain there is transfer to "
+        "an instruction the policy never practised, not a fit to the training prompts' checker.",
+        # In fingerprints through what it changes: the training prompts' digest (generate) and evaluate's own
+        # list, so stores made before the field existed stay valid.
+        json_schema_extra=NOT_OUTPUT,
+    )
+
+    @field_validator("holdout_constraint_types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        unknown = sorted(set(types) - set(known_types()))
+        if unknown:
+            raise ValueError(f"unknown constraint type(s) {unknown}; known types: {', '.join(known_types())}")
+        return sorted(set(types))
 
 
 class GenerateConfig(Settings):

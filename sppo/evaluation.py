@@ -24,6 +24,8 @@ def _rate(outcomes: np.ndarray) -> dict[str, float | None]:
 
 
 VERDICTS = {1.0: "win", 0.5: "tie", 0.0: "loss"}
+OUTCOMES = {name: value for value, name in VERDICTS.items()}
+COUNTS = {"wins": 1.0, "ties": 0.5, "losses": 0.0}  # head_to_head's count fields
 
 
 def head_to_head(judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[str], theirs: Sequence[str]) -> dict:
@@ -42,9 +44,7 @@ def head_to_head(judge: Judge, prompts: Sequence[PromptRecord], ours: Sequence[s
     return {
         **_rate(outcomes),
         "mean_preference": float(np.mean([v.matrix[0][1] for v in verdicts])),
-        "wins": int((outcomes == 1.0).sum()),
-        "ties": int((outcomes == 0.5).sum()),
-        "losses": int((outcomes == 0.0).sum()),
+        **{count: int((outcomes == value).sum()) for count, value in COUNTS.items()},
         "by_length": {name: _rate(outcomes[mask]) for name, mask in buckets.items()},
         "verdicts": [VERDICTS[float(o)] for o in outcomes],
     }
@@ -66,3 +66,29 @@ def response_stats(
         "constraint_pass_rate": float(np.mean([x for c in with_constraints for x in c])) if with_constraints else None,
         "prompt_pass_rate": float(np.mean([all(c) for c in with_constraints])) if with_constraints else None,
     }
+
+
+def subset_report(
+    keep: Sequence[bool],
+    prompts: Sequence[PromptRecord],
+    verdicts: dict[str, Sequence[str]],
+    texts: dict[str, Sequence[str]],
+    tokens: dict[str, Sequence[int]],
+) -> dict:
+    """The evaluation restricted to the prompts where `keep` is true: each head-to-head's win rate with its
+    interval (from the verdicts already given, so the judge is asked once) and each model's response stats."""
+    idx = [i for i, k in enumerate(keep) if k]
+    report: dict = {"prompts": len(idx)}
+    for key, given in verdicts.items():
+        outcomes = np.array([OUTCOMES[given[i]] for i in idx])
+        report[key] = {
+            **_rate(outcomes),
+            **{count: int((outcomes == value).sum()) for count, value in COUNTS.items()},
+        }
+    for role in texts:
+        report[role] = (
+            response_stats([prompts[i] for i in idx], [texts[role][i] for i in idx], [tokens[role][i] for i in idx])
+            if idx
+            else None
+        )
+    return report

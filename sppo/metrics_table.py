@@ -50,8 +50,24 @@ def iteration_row(
         "win vs base [95%]": rate(vs_base),
         "vs base, similar length [95%]": rate((vs_base.get("by_length") or {}).get("similar")),
         **answer_cells(metrics.get("policy")),
+        **unseen_type_cells(metrics.get("unseen_types")),
         "train loss": num(train_info.get("mean_loss"), 4),
         "loss first/final/mean": "-" if losses == ["-"] * 3 else "/".join(losses),
         **{f"{STAGE_NAMES[stage]} min": num(None if s is None else s / 60, 2) for stage, s in stage_seconds.items()},
         "minutes": num(sum(seconds) / 60, 1) if seconds else "-",
+    }
+
+
+def unseen_type_cells(unseen: dict | None) -> dict[str, str]:
+    """With data.holdout_constraint_types: the held-out prompts carrying a type never trained on (transfer,
+    not a fit to the training prompts' checker). No columns for a run without it, so its table is unchanged."""
+    if not unseen:
+        return {}
+    policy, base = unseen.get("policy") or {}, unseen.get("base") or {}
+    return {
+        "unseen types: prompts": str(unseen.get("prompts", "-")),
+        "unseen types: win vs base [95%]": rate(unseen.get("vs_base")),
+        "unseen types: constraints met (base)": (
+            f"{num(policy.get('constraint_pass_rate'))} ({num(base.get('constraint_pass_rate'))})"
+        ),
     }

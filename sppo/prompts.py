@@ -176,7 +176,7 @@ def _read_parquet(path: Path, column: str) -> list[PromptRecord]:
 def load_splits(data) -> PromptSplits:
     """The held-out and per-iteration splits of a recipe's `data` section (at data.revision for a hub dataset)."""
     records = load_prompts(data.prompts, data.prompt_column, data.revision)
-    return split_prompts(records, data.eval_prompts, data.split_seed)
+    return split_prompts(records, data.eval_prompts, data.split_seed, data.holdout_constraint_types)
 
 
 @dataclass(frozen=True)
@@ -195,13 +195,24 @@ class PromptSplits:
         return self.training_pool[start:stop]
 
 
-def split_prompts(records: list[PromptRecord], eval_count: int, seed: int) -> PromptSplits:
-    """A seeded permutation: its head is the held-out evaluation set, the rest the training pool."""
+def split_prompts(
+    records: list[PromptRecord], eval_count: int, seed: int, holdout_types: Sequence[str] = ()
+) -> PromptSplits:
+    """A seeded permutation: its head is the held-out evaluation set, the rest the training pool, less every
+    prompt carrying a constraint type in `holdout_types` (never trained on, so the held-out prompts that carry
+    one measure transfer to an instruction the policy never practised). The evaluation set does not depend on
+    `holdout_types`: runs with and without them are judged on the same prompts."""
     if eval_count >= len(records):
         raise PromptFileError(f"data.eval_prompts={eval_count} leaves no training prompts out of {len(records)}")
     order = np.random.default_rng(seed).permutation(len(records))
     shuffled = [records[i] for i in order]
-    return PromptSplits(evaluation=shuffled[:eval_count], training_pool=shuffled[eval_count:])
+    pool = [r for r in shuffled[eval_count:] if not carries_type(r, holdout_types)]
+    return PromptSplits(evaluation=shuffled[:eval_count], training_pool=pool)
+
+
+def carries_type(record: PromptRecord, types: Sequence[str]) -> bool:
+    """Whether one of the record's constraints is of a type in `types`."""
+    return any(c.get("type") in types for c in record.constraints)
 
 
 def prompts_digest(records: Sequence[PromptRecord]) -> str:

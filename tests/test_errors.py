@@ -48,6 +48,25 @@ def test_splits_do_not_overlap_and_run_out_clearly():
         splits.for_iteration(9, 500)
 
 
+def test_held_out_constraint_types_leave_the_training_pool_not_the_evaluation():
+    from sppo.prompts import carries_type
+
+    records = load_prompts(str(REPO / "data" / "prompts.jsonl"))
+    plain = split_prompts(records, eval_count=100, seed=0)
+    held = split_prompts(records, eval_count=100, seed=0, holdout_types=["postscript", "quoted"])
+    assert held.evaluation == plain.evaluation, "runs with and without held-out types are judged alike"
+    assert held.training_pool == [r for r in plain.training_pool if not carries_type(r, ["postscript", "quoted"])]
+    assert len(held.training_pool) < len(plain.training_pool)
+    assert any(carries_type(r, ["quoted"]) for r in held.evaluation)
+
+
+def test_unknown_held_out_constraint_type_is_named():
+    recipe = str(REPO / "configs" / "smoke.yaml")
+    message = r"data\.holdout_constraint_types: .*unknown constraint type\(s\) \['quotes'\]"
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(recipe, ["data.holdout_constraint_types=[quotes]"])
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [

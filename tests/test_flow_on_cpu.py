@@ -132,6 +132,59 @@ def test_diagnose_measures_what_an_iteration_taught_and_how_far_it_moved(smoke_r
     assert all(math.isfinite(v) for v in shift.values() if v is not None) and shift["kl_own"] is not None
     assert shift["target_chosen"] >= shift["target_rejected"], "chosen has the higher win rate"
     assert "what separates chosen from rejected" in render(report)
+    # Constraints met per type on the held-out prompts, and how many training prompts asked for each type.
+    from sppo.prompts import load_splits
+
+    held_out = load_splits(load_recipe(SMOKE, overrides).data).evaluation
+    types = {r["type"]: r for r in report["types"]}
+    assert sum(r["held_out_prompts"] for r in types.values()) == sum(len(p.constraints) for p in held_out)
+    generate = layout.store.local_copy(layout.stage_url(2, "generate"))
+    generations = read_rows(generate / "generations.parquet", GENERATIONS)
+    asked = [c["type"] for g in generations for c in json.loads(g["constraints"] or "[]")]
+    assert all(r["trained_prompts"] == asked.count(kind) for kind, r in types.items())
+    assert all(0.0 <= r["met_before"] <= 1.0 and 0.0 <= r["met_after"] <= 1.0 for r in types.values())
+    assert "by type" in render(report)
+
+
+def test_evaluate_reports_prompts_of_constraint_types_never_trained_on_apart(smoke_run):
+    from sppo.answer_cache import cached_answers
+    from sppo.config import load_recipe
+    from sppo.evaluation import response_stats
+    from sppo.metrics_table import iteration_row
+    from sppo.prompts import carries_type, load_splits
+    from sppo.stages.evaluate import evaluate
+
+    layout, overrides, _ = smoke_run
+    held_out = load_splits(load_recipe(SMOKE, overrides).data).evaluation
+    kind = held_out[0].constraints[0]["type"]
+    recipe = load_recipe(SMOKE, [*overrides, f"data.holdout_constraint_types=[{kind}]"])
+    splits = load_splits(recipe.data)
+    assert splits.evaluation == held_out, "the same held-out prompts with and without the held-out types"
+    assert splits.training_pool and not any(carries_type(p, [kind]) for p in splits.training_pool)
+
+    # Iteration 1's evaluation again with the held-out type: its answers come from the answer cache.
+    out = layout.store.join("smoke", "holdout-check", "evaluate")
+    evaluate(recipe, layout.model_url(1), layout.model_url(0), layout.model_url(0), out, layout.answers_url())
+    metrics = json.loads(layout.store.read_bytes(f"{out}/metrics.json"))
+    before = json.loads(layout.store.read_bytes(f"{layout.stage_url(1, 'evaluate')}/metrics.json"))
+    assert metrics["vs_base"] == before["vs_base"] and metrics["policy"] == before["policy"]
+
+    unseen, seen = metrics["unseen_types"], metrics["seen_types"]
+    carriers = [carries_type(p, [kind]) for p in held_out]
+    assert unseen["types"] == [kind] and unseen["prompts"] == sum(carriers) >= 1
+    assert unseen["prompts"] + seen["prompts"] == len(held_out)
+    for key in ("vs_base", "vs_reference"):
+        for count in ("wins", "ties", "losses"):
+            assert unseen[key][count] + seen[key][count] == metrics[key][count]
+        assert unseen[key]["n"] == unseen["prompts"]
+    answers = cached_answers(layout.store, layout, layout.model_url(1))
+    mine = [p for p, c in zip(held_out, carriers, strict=True) if c]
+    expected = response_stats(mine, [answers[p.id] for p in mine], [1] * len(mine))
+    assert unseen["policy"]["constraint_pass_rate"] == expected["constraint_pass_rate"]
+
+    row = iteration_row(1, metrics, None, {})
+    assert row["unseen types: prompts"] == str(sum(carriers))
+    assert "unseen types: prompts" not in iteration_row(1, before, None, {}), "no new columns without the field"
 
 
 def test_next_iteration_is_the_first_without_a_committed_evaluate(smoke_run):

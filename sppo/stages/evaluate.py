@@ -13,10 +13,10 @@ from pathlib import Path
 
 from sppo.artifacts import METRICS_FILE, decode_answers, encode_answers
 from sppo.config import RecipeConfig
-from sppo.evaluation import head_to_head, response_stats
+from sppo.evaluation import head_to_head, response_stats, subset_report
 from sppo.generation import chat_prompt_ids, chat_prompt_text
 from sppo.models import configure_torch, load_policy_tokenizer
-from sppo.prompts import PromptRecord, load_splits, prompts_digest
+from sppo.prompts import PromptRecord, carries_type, load_splits, prompts_digest
 from sppo.revisions import hub_data_revision, revision_parts
 from sppo.runner import close
 from sppo.settings import fingerprint
@@ -103,14 +103,13 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
             close(judge)
         # Per-prompt verdicts go with the samples only: a person reads them beside the answers.
         verdicts = {key: h2h.pop("verdicts") for key, h2h in versus.items()}
+        tokens = {role: [r["num_tokens"] for r in rows] for role, rows in by_role.items()}
         metrics = {
             "prompts": len(prompts),
             "judge": judge.name,
             **versus,
-            **{
-                role: response_stats(prompts, texts[role], [r["num_tokens"] for r in rows])
-                for role, rows in by_role.items()
-            },
+            **{role: response_stats(prompts, texts[role], tokens[role]) for role in by_role},
+            **by_holdout(recipe.data.holdout_constraint_types, prompts, verdicts, texts, tokens),
             "samples": [
                 {
                     "prompt": p.prompt,
@@ -131,12 +130,26 @@ def evaluate(recipe: RecipeConfig, policy: str, reference: str, base: str, out: 
     return commit_stage(store, out, "evaluate", fingerprint_of(recipe), urls, produce)
 
 
+def by_holdout(types: list[str], prompts: list[PromptRecord], verdicts: dict, texts: dict, tokens: dict) -> dict:
+    """With data.holdout_constraint_types, the evaluation again on the held-out prompts that carry one of them
+    ("unseen_types": transfer to instructions never trained on) and on the rest ("seen_types")."""
+    if not types:
+        return {}
+    unseen = [carries_type(p, types) for p in prompts]
+    return {
+        "unseen_types": {"types": types, **subset_report(unseen, prompts, verdicts, texts, tokens)},
+        "seen_types": subset_report([not u for u in unseen], prompts, verdicts, texts, tokens),
+    }
+
+
 def fingerprint_of(recipe: RecipeConfig) -> str:
     # The held-out prompts by content: a prompt file edited under the same path is evaluated again.
     held_out = prompts_digest(load_splits(recipe.data).evaluation)
     judge = recipe.evaluation_judge
     return fingerprint(
         recipe.data,
+        # The unseen/seen sections of metrics.json; counted only when set, so older stores stay valid.
+        *([recipe.data.holdout_constraint_types] if recipe.data.holdout_constraint_types else []),
         held_out,
         *answer_settings(recipe),
         recipe.evaluate,
