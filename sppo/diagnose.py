@@ -10,7 +10,7 @@ from pathlib import Path
 from sppo.answer_cache import cached_answers
 from sppo.artifacts import GENERATIONS, GENERATIONS_FILE, PAIRS, TRAIN_FILE, read_rows
 from sppo.config import RecipeConfig
-from sppo.diagnostics import pair_report, prompts_of, sample_report
+from sppo.diagnostics import pair_report, prompts_of, sample_report, type_report
 from sppo.prompts import load_splits
 from sppo.store import RunLayout
 
@@ -25,14 +25,16 @@ def diagnose(recipe: RecipeConfig, layout: RunLayout, iteration: int, models: bo
         "samples": dataclasses.asdict(sample_report(prompts, generations)),
         "pairs": dataclasses.asdict(pair_report(prompts, pairs)),
     }
+    before, after = layout.model_url(iteration - 1), layout.model_url(iteration)
+    theirs, ours = cached_answers(store, layout, before), cached_answers(store, layout, after)
+    evaluation = load_splits(recipe.data).evaluation
+    out["types"] = [dataclasses.asdict(row) for row in type_report(evaluation, theirs, ours, prompts)]
     if models:
         from sppo.policy_shift import policy_shift  # torch: only when asked
 
-        before, after = layout.model_url(iteration - 1), layout.model_url(iteration)
-        theirs, ours = cached_answers(store, layout, before), cached_answers(store, layout, after)
         held_out = [
             {"prompt_id": p.id, "prompt": p.prompt, "chosen": ours[p.id], "rejected": theirs[p.id]}
-            for p in load_splits(recipe.data).evaluation
+            for p in evaluation
             if p.id in ours and p.id in theirs
         ]
         t = recipe.train
@@ -63,6 +65,14 @@ def render(report: dict) -> str:
         *(f"  {k:<28} {v:.3f}" for k, v in p["decided_by"].items()),
         "mean weighted gap, chosen - rejected: " + ", ".join(f"{k} {v:+.3f}" for k, v in p["mean_gap"].items()),
     ]
+    if report.get("types"):
+        lines.append("constraints met on the held-out prompts, by type (trained: training prompts asking for it):")
+        lines.append(f"  {'type':<18} {'prompts':>7} {'pi_t':>6} {'pi_t+1':>7} {'trained':>7}")
+        lines += [
+            f"  {r['type']:<18} {r['held_out_prompts']:>7} {r['met_before']:>6.2f} {r['met_after']:>7.2f} "
+            f"{r['trained_prompts']:>7}"
+            for r in report["types"]
+        ]
     if "shift" in report:
         h = report["shift"]
         lines += [

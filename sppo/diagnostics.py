@@ -142,3 +142,35 @@ def prompts_of(generations: list[dict]) -> dict[str, PromptRecord]:
         row["prompt_id"]: PromptRecord(row["prompt_id"], row["prompt"], tuple(json.loads(row["constraints"] or "[]")))
         for row in generations
     }
+
+
+@dataclass(frozen=True)
+class TypeRow:
+    """One constraint type on the held-out prompts: how often pi_t and pi_t+1 meet it, and how many of the
+    iteration's training prompts asked for it (0 for a type held out by data.holdout_constraint_types)."""
+
+    type: str
+    held_out_prompts: int
+    met_before: float
+    met_after: float
+    trained_prompts: int
+
+
+def type_report(
+    held_out: list[PromptRecord], before: dict[str, str], after: dict[str, str], trained: dict[str, PromptRecord]
+) -> list[TypeRow]:
+    """Constraints met per type on the held-out prompts that both models answered, most frequent type first.
+    A type the policy stopped meeting while training never asked for it is forgetting, not a missing signal."""
+    from sppo.constraints import check
+
+    met: dict[str, list[tuple[bool, bool]]] = {}
+    for p in held_out:
+        if p.id in before and p.id in after:
+            for c in p.constraints:
+                met.setdefault(c["type"], []).append((check(c, before[p.id]), check(c, after[p.id])))
+    asked = Counter(c["type"] for p in trained.values() for c in p.constraints)
+    rows = [
+        TypeRow(kind, len(m), float(np.mean([b for b, _ in m])), float(np.mean([a for _, a in m])), asked[kind])
+        for kind, m in met.items()
+    ]
+    return sorted(rows, key=lambda r: (-r.held_out_prompts, r.type))
