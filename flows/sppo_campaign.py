@@ -107,7 +107,16 @@ def report(args: argparse.Namespace, runs: dict[str, list[str]], store) -> Path:
     labels = {loss or seeds[0]: seeds for loss, seeds in runs.items()}
     prompts = held_out_prompts(recipe, store, next(iter(labels.values()))[0])
     judge = recipe.evaluation_judge.build(recipe.precision)
-    return write_seed_report(store, labels, prompts, judge, args.report, title="SPPO on CPU: results", notes=notes)
+    return write_seed_report(
+        store,
+        labels,
+        prompts,
+        judge,
+        args.report,
+        title="SPPO on CPU: results",
+        notes=notes,
+        holdout_types=recipe.data.holdout_constraint_types,
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from sppo.evaluation import head_to_head
 from sppo.fluency import repetition
 from sppo.judges.base import Judge
 from sppo.metrics_table import num
-from sppo.prompts import PromptRecord
+from sppo.prompts import PromptRecord, carries_type
 from sppo.report import ANALYSIS_MARKER, IterationResult, collect, save_panels
 from sppo.store import ArtifactStore, RunLayout
 
@@ -116,8 +116,12 @@ def _answer_figures(
     }
 
 
-def seed_rows(store: ArtifactStore, runs: dict[str, list[str]], prompts: Sequence[PromptRecord]) -> list[Row]:
-    """`runs`: label (loss) -> its run per seed, in seed order."""
+def seed_rows(
+    store: ArtifactStore, runs: dict[str, list[str]], prompts: Sequence[PromptRecord], holdout_types: Sequence[str] = ()
+) -> list[Row]:
+    """`runs`: label (loss) -> its run per seed, in seed order. With `holdout_types` (the recipe's
+    data.holdout_constraint_types) each row also gives the held-out prompts carrying one of them apart."""
+    unseen = [p for p in prompts if carries_type(p, holdout_types)]
     rows = []
     for label, seeds in runs.items():
         per_seed = [{r.iteration: r for r in collect(store, {label: run})} for run in seeds]
@@ -128,6 +132,15 @@ def seed_rows(store: ArtifactStore, runs: dict[str, list[str]], prompts: Sequenc
                 "win vs base": _win_rate(results, "vs_base"),
                 "win vs previous": _win_rate(results, "vs_previous"),
                 **_answer_figures(store, seeds, iteration, prompts),
+                **(
+                    {
+                        f"{UNSEEN} {name}": figure
+                        for name, figure in _answer_figures(store, seeds, iteration, unseen).items()
+                        if f"{UNSEEN} {name}" in UNSEEN_COLUMNS
+                    }
+                    if unseen
+                    else {}
+                ),
                 "loop rate": Figure([p.get("loop_rate") for p in policies]),
                 "mean tokens": Figure([p.get("mean_response_tokens") for p in policies]),
             }
@@ -171,11 +184,17 @@ COLUMNS = (
 )
 
 
+UNSEEN = "unseen types:"
+# Transfer: constraints met on the held-out prompts whose constraint types were never trained on.
+UNSEEN_COLUMNS = (f"{UNSEEN} constraints met, neither degenerate", f"{UNSEEN} gain over base there")
+
+
 def markdown(rows: list[Row], h2h: dict[str, Figure], last: int) -> str:
-    head = "| loss | iter | " + " | ".join(COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    columns = COLUMNS + tuple(c for c in UNSEEN_COLUMNS if all(c in row.figures for row in rows))
+    head = "| loss | iter | " + " | ".join(columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 2)]
     for row in rows:
-        cells = [row.figures[c].text(1 if c == "mean tokens" else 3) for c in COLUMNS]
+        cells = [row.figures[c].text(1 if c == "mean tokens" else 3) for c in columns]
         lines.append(f"| {row.label} | {row.iteration} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"Iteration {last}, head to head: {name}: win rate {fig.text()}" for name, fig in h2h.items()]
@@ -216,9 +235,10 @@ def write_seed_report(
     out: Path,
     title: str,
     notes: str = "",
+    holdout_types: Sequence[str] = (),
 ) -> Path:
     """Write <out>.md and <out>.png; a hand-written analysis below ANALYSIS_MARKER in <out>.md is kept."""
-    rows = seed_rows(store, runs, prompts)
+    rows = seed_rows(store, runs, prompts, holdout_types)
     if not rows:
         raise ValueError(f"no finished iteration in runs {sorted(r for rs in runs.values() for r in rs)}")
     last = min(max(r.iteration for r in rows if r.label == label) for label in runs)
@@ -233,6 +253,12 @@ def write_seed_report(
         "(each seed's value). Win rates count ties as 1/2. 'Neither degenerate': prompts where neither the "
         "policy's nor the base's answer is empty or loops; 'gain over base there': constraints met minus the "
         "base's on those prompts."
+        + (
+            f" 'Unseen types': the held-out prompts carrying a constraint type never trained on "
+            f"({', '.join(holdout_types)}; data.holdout_constraint_types)."
+            if holdout_types
+            else ""
+        )
     )
     text = f"# {title}\n\n{notes}\n\n{legend}\n\n{markdown(rows, h2h, last)}\n\n![metrics over seeds]({png.name})\n"
     old = md.read_text() if md.is_file() else ""

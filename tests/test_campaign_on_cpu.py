@@ -61,3 +61,19 @@ def test_campaigns_per_loss_and_seed_and_their_report(tmp_path):
     assert main(args) == 0
     again = md.read_text()
     assert again.count("| dpo |") == 2 and again.rstrip().endswith("SPPO reading: by hand.")
+
+    # With held-out constraint types the report adds the held-out prompts carrying one, apart (transfer).
+    from sppo.config import load_recipe
+    from sppo.seed_report import held_out_prompts, write_seed_report
+
+    recipe = load_recipe(SMOKE, [f"store={root}", f"data.prompts={REPO / 'data' / 'prompts.jsonl'}"])
+    prompts = held_out_prompts(recipe, store, "c-s0-sppo")
+    kind = prompts[0].constraints[0]["type"]
+    labels = {"sppo": ["c-s0-sppo", "c-s1-sppo"], "dpo": ["c-s0-dpo", "c-s1-dpo"]}
+    judge = recipe.evaluation_judge.build(recipe.precision)
+    unseen = write_seed_report(store, labels, prompts, judge, tmp_path / "unseen", "t", holdout_types=[kind])
+    unseen_text = unseen.read_text()
+    assert f"never trained on ({kind};" in unseen_text
+    assert "| unseen types: constraints met, neither degenerate | unseen types: gain over base there |" in unseen_text
+    row = next(line for line in unseen_text.splitlines() if line.startswith("| sppo | 2 |"))
+    assert row.count("(") == 10, "two more figures, each with each seed's value"
