@@ -4,7 +4,8 @@ artifacts, at the best native GEMM rate measured in the same run, beside the sec
 - generate: every prompt's prefill once (vLLM shares it between the K samples) and every sampled token
   (2N per token plus attention, bench.roofline.ModelShape);
 - train: every trained row (prompt + chosen + rejected, as train.shared_prompt lays it) forward and backward
-  (3 forwards), plus a reference forward where the stage computed one (bf16; or pairs without the engine's);
+  (3 forwards) in each epoch, plus a reference forward where the stage computed one (bf16; or pairs without the
+  engine's);
 - evaluate: the held-out prompts' prefill and answer tokens of each model it answered (iteration 1: the policy
   and the base; later ones read the base's and pi_t's answers from the cache).
 Rank (the rule judge: string checks) and the dataset stage compute no matmuls: their seconds count against the
@@ -43,7 +44,9 @@ def train_flops(shape: ModelShape, stage: Path, dataset: Path) -> float:
         dataset / "train.parquet", columns=["prompt_token_count", "chosen_token_ids", "rejected_token_ids"]
     ).to_pylist()
     info = _manifest(stage).get("info", {})
-    forwards = 3 + (1 if info.get("precision") == "bf16" else 0)  # bf16 computes its own reference pass
+    # Each epoch a forward and backward (3 forwards' worth); bf16 computes its own reference pass once. A model
+    # trained before the manifest recorded its epochs trained one.
+    forwards = 3 * info.get("epochs", 1) + (1 if info.get("precision") == "bf16" else 0)
     rows = [p["prompt_token_count"] + len(p["chosen_token_ids"]) + len(p["rejected_token_ids"]) + 2 for p in pairs]
     return forwards * sum(shape.sequence_flops(n) for n in rows)
 

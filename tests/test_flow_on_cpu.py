@@ -60,6 +60,8 @@ def test_every_stage_committed_with_the_right_schema(smoke_run, iteration):
     loaded = datasets.load_dataset("parquet", data_files=str(stage(iteration, "dataset") / "train.parquet"))
     assert set(PAIRS.names) <= set(loaded["train"].column_names)
     assert (stage(iteration, "model") / "model.safetensors").is_file()
+    trained = layout.store.manifest(layout.stage_url(iteration, "model")).info
+    assert trained["epochs"] == 1 and trained["steps"] == 4, "8 pairs in steps of 2, one epoch (bench.limits)"
     metrics = json.loads((stage(iteration, "evaluate") / "metrics.json").read_text(), parse_constant=_no_nan)
     assert all(set(s["verdict"]) == {"vs_reference", "vs_base"} for s in metrics["samples"])
     assert {s["verdict"]["vs_reference"] for s in metrics["samples"]} <= {"win", "tie", "loss"}

@@ -71,6 +71,7 @@ def train(
             "adapter": cfg.adapter.type,
             "precision": resolve_precision(recipe.precision).name,
             "steps": len(history),
+            "epochs": cfg.epochs,
             "first_loss": losses[0],
             "final_loss": losses[-1],
             "mean_loss": float(np.mean(losses)),
