@@ -223,7 +223,7 @@ def plot(rows: list[Row], path: Path, dpi: int = 100) -> None:
             for seed in range(len(figures[0].per_seed)):
                 ys = [f.per_seed[seed] if f.per_seed[seed] is not None else math.nan for f in figures]
                 ax.plot(xs, ys, ".", color=f"C{n}", alpha=0.35)
-    titles = [f"{name} (mean over seeds, pooled 95% CI; dots: seeds)" for name in panels]
+    titles = [f"{name}\n(mean over seeds, pooled 95% CI; dots: seeds)" for name in panels]  # two lines: no overlap
     save_panels(fig, axes, titles, win_rate_panels=1, path=path, dpi=dpi)
 
 
