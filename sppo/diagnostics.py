@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sppo.constraints import words
+from sppo.constraints import check, words
 from sppo.judges.rule import (
     CONSTRAINT_WEIGHT,
     COPY_WEIGHT,
@@ -161,8 +161,6 @@ def type_report(
 ) -> list[TypeRow]:
     """Constraints met per type on the held-out prompts that both models answered, most frequent type first.
     A type the policy stopped meeting while training never asked for it is forgetting, not a missing signal."""
-    from sppo.constraints import check
-
     met: dict[str, list[tuple[bool, bool]]] = {}
     for p in held_out:
         if p.id in before and p.id in after:
